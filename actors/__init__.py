@@ -1,0 +1,1 @@
+"""Thin Ray actors: hold state, call methods/ and sims/, return plain rows."""

@@ -1,0 +1,1 @@
+"""How the farm runs: connection, resources, config, study loop, results, CLI."""

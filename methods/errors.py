@@ -1,0 +1,55 @@
+"""Typed exceptions shared by every package of evfarm.
+
+Each error message says what was expected, what was received and what to do (house rule 6).
+`EvfarmUserError` and its subclasses are bad input from a person: command-line entry points turn
+them into a one-paragraph message and exit status 2.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class EvfarmError(Exception):
+    """Base class of every error evfarm raises on purpose."""
+
+
+class EvfarmUserError(EvfarmError):
+    """Bad input from a person (config, flag, path): exit status 2, nothing written is touched."""
+
+
+class ConfigError(EvfarmUserError, ValueError):
+    """A configuration value or key is invalid."""
+
+
+class UnknownNameError(EvfarmUserError, LookupError):
+    """A registry lookup for a name that is not registered."""
+
+    def __str__(self) -> str:  # LookupError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNameError(EvfarmError):
+    """Two extensions registered under one name (a programming error, caught at import)."""
+
+
+class CheckpointError(EvfarmUserError):
+    """A checkpoint or data file is missing, corrupted or of the wrong kind."""
+
+
+class ResultsError(EvfarmUserError):
+    """A results directory is not an evfarm run, or is unreadable."""
+
+
+def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """The up to `n` choices nearest to `name` (difflib ratio), best first."""
+    return difflib.get_close_matches(name, sorted(choices), n=n, cutoff=0.4)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A sentence suggesting the closest choices, or listing all of them when none is close."""
+    choices = sorted(choices)
+    near = closest(name, choices)
+    if near:
+        return f"Did you mean {', '.join(repr(c) for c in near)}?"
+    return f"Valid choices: {', '.join(choices) or '(none registered)'}."

@@ -1,0 +1,1 @@
+"""evfarm's simulated worlds and reference zoo: pure, deterministic by seed."""

@@ -1,0 +1,1 @@
+"""Data generators: digits, digits-C streams, shapes."""

@@ -1,0 +1,1 @@
+"""Tiny reference models: registry, training scripts, committed weights, real-checkpoint loaders."""

@@ -1,0 +1,1 @@
+"""Entry points a person runs: one file per study, plus benchmarks."""

@@ -1,0 +1,22 @@
+"""Shared test set-up: a temporary HOME, offline hubs, token auth, one thread per torch process.
+
+The environment is set at import time, before any test imports ray or huggingface_hub, so no test
+touches the real home directory or a developer's Ray cluster.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+_HOME = tempfile.mkdtemp(prefix="evfarm-test-home-")
+os.environ["HOME"] = _HOME
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.pop("RAY_ADDRESS", None)
+os.environ.pop("EVFARM_RESULTS", None)
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
