@@ -1,0 +1,67 @@
+"""The generic evaluator actor: builds a task once, then answers one trial chunk per call.
+
+A *task* is any object with `evaluate(params, *, seed, trial, chunk, n_chunks) -> dict` built by a
+picklable zero-argument factory (the expensive part: load a model, a calibration set, a
+simulator). The returned dict may hold:
+
+- ``objectives``: {name: float} — required on the last chunk;
+- ``intermediate``: float — the value reported for pruning after a non-final chunk;
+- ``metrics``: {name: value} — extra columns on the trial's row;
+- ``rows``: [dict, ...] — extra rows to land (e.g. one per stream batch, with their own
+  ``row_kind``).
+
+The actor adds who ran it (actor and node id) and wall times. No maths lives here.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+
+@ray.remote
+class Evaluator:
+    def __init__(self, task_factory: Callable[[], Any], torch_threads: int = 1) -> None:
+        os.environ["OMP_NUM_THREADS"] = str(torch_threads)
+        try:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        except ImportError:
+            pass
+        t0 = time.perf_counter()
+        self.task = task_factory()
+        self.load_seconds = time.perf_counter() - t0
+        ctx = ray.get_runtime_context()
+        self.actor_id = ctx.get_actor_id()
+        self.node_id = ctx.get_node_id()
+
+    def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
+        ts_start = time.time()
+        result = self.task.evaluate(
+            dict(request["params"]),
+            seed=int(request["seed"]),
+            trial=int(request["trial"]),
+            chunk=int(request["chunk"]),
+            n_chunks=int(request["n_chunks"]),
+        )
+        if not isinstance(result, dict):
+            raise TypeError(
+                f"{type(self.task).__name__}.evaluate must return a dict with 'objectives' (and "
+                f"optionally 'intermediate', 'metrics', 'rows'); it returned {type(result).__name__}."
+            )
+        return {
+            **result,
+            "actor_id": self.actor_id,
+            "node_id": self.node_id,
+            "pid": os.getpid(),
+            "ts_start": ts_start,
+            "ts_end": time.time(),
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {"actor_id": self.actor_id, "node_id": self.node_id, "pid": os.getpid(),
+                "load_seconds": self.load_seconds}

@@ -1,0 +1,206 @@
+"""What every `sweeps/*.py` entry point shares: flags, run directory, start/end messages, exit code.
+
+A sweep module supplies its config class (a frozen dataclass with a `study: StudyConfig` field),
+`build_spec(cfg) -> StudySpec`, and optionally `report(run_dir, cfg, outcome) -> dict` (table,
+plots, extra summary keys). `run_sweep` does the rest (infra.md D.1, DESIGN house rule 8):
+
+    --config PATH.toml  --set a.b=value ...  --out DIR  --run-id ID  --resume [RUN_DIR]
+    --max-trials N  --actors N  --sampler NAME  --dry-run  --no-progress  --dashboard
+
+It prints the run directory at start and, as its very last line, `summary: key=value ...`.
+Exit status: 0 when at least one trial completed, 1 when every trial failed, 2 for bad input
+(one paragraph on stderr; no existing result is touched).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cluster.config import apply_overrides, config_hash, from_dict, load_config, to_dict
+from cluster.connect import connect, project_env_defaults
+from cluster.rundir import (
+    JOURNAL, check_run_dir, create_run_dir, environment_record, latest_run, new_run_id,
+    read_run_json, resolve_results_root, write_run_json,
+)
+from cluster.study import StudyOutcome, StudyRunner, StudySpec, grid_points
+from methods.errors import EvfarmUserError
+
+
+def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"sweeps/{sweep}.py", description=description)
+    p.add_argument("--config", help="TOML file with config values (defaults are the config class's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set study.actors=4 (repeatable)")
+    p.add_argument("--out", help="results root (default: $EVFARM_RESULTS, else ./results)")
+    p.add_argument("--run-id", help="name of the run directory (default: time stamp + random suffix)")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run (default: the latest run of this sweep)")
+    p.add_argument("--max-trials", type=int, help="shorthand for --set study.n_trials=N")
+    p.add_argument("--actors", type=int, help="shorthand for --set study.actors=N")
+    p.add_argument("--sampler", help="shorthand for --set study.sampler=NAME (grid, tpe, nsga2, random)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and first trials, then exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1) of an embedded cluster")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local cluster (default: all)")
+    return p
+
+
+def _shorthands(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.max_trials is not None:
+        out.append(f"study.n_trials={args.max_trials}")
+    if args.actors is not None:
+        out.append(f"study.actors={args.actors}")
+    if args.sampler is not None:
+        out.append(f'study.sampler="{args.sampler}"')
+    return out + list(args.set)
+
+
+def run_sweep(
+    argv: Sequence[str] | None,
+    *,
+    sweep: str,
+    description: str,
+    config_cls: type,
+    build_spec: Callable[[Any], StudySpec],
+    report: Callable[[Path, Any, StudyOutcome], dict[str, Any]] | None = None,
+    cluster_resources: dict[str, float] | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    config_from_args: Callable[[argparse.Namespace], list[str]] | None = None,
+) -> int:
+    project_env_defaults()
+    parser = build_parser(sweep, description)
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_from_args)
+    except EvfarmUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun with --resume to continue this run", file=sys.stderr)
+        return 130
+
+
+def _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_from_args) -> int:
+    overrides = _shorthands(args) + (config_from_args(args) if config_from_args else [])
+    root = resolve_results_root(args.out)
+    resume = args.resume is not None
+    if resume:
+        if args.config:
+            raise EvfarmUserError(
+                "--config cannot be combined with --resume: a resumed run keeps the config it started "
+                "with. Use --set for changes such as study.actors=4."
+            )
+        run_dir = check_run_dir(args.resume) if args.resume else latest_run(root.path, sweep)
+        record = read_run_json(run_dir)
+        cfg = apply_overrides(from_dict(config_cls, record["config"]), overrides)
+        run_id = record["run_id"]
+    else:
+        cfg = load_config(config_cls, args.config, overrides)
+        spec = build_spec(cfg)  # validate everything before a directory is created
+        if args.dry_run:
+            return _dry_run(cfg, spec)
+        run_id = args.run_id or new_run_id()
+        run_dir = create_run_dir(root.path, sweep, run_id)
+        record = {"sweep": sweep, "run_id": run_id, "created": _now(), "resumed": []}
+    spec = build_spec(cfg)
+    record.update(config=to_dict(cfg), config_hash=config_hash(cfg), **environment_record())
+    if resume:
+        record.setdefault("resumed", []).append(_now())
+    record["base_seed"] = cfg.study.seed
+    write_run_json(run_dir, record)
+
+    print(f"run directory: {run_dir}  (results root from {root.reason})", flush=True)
+    print(f"study: {sweep}  sampler={cfg.study.sampler}  actors={cfg.study.actors}  "
+          f"dashboard: optuna-dashboard {run_dir / JOURNAL}", flush=True)
+    import ray
+
+    owned = not ray.is_initialized()
+    info = connect(args.num_cpus, dashboard=args.dashboard, resources=cluster_resources)
+    print(f"ray: {'embedded local cluster' if info.embedded else 'cluster ' + info.address}, "
+          f"{info.nodes} node(s), {info.cpus:g} CPU, {info.gpus:g} GPU, auth={info.auth_mode or 'default'}"
+          + (f", dashboard {info.dashboard_url}" if info.dashboard_url else ""), flush=True)
+    metadata = {"evfarm.run_id": run_id, "evfarm.sweep": sweep, "evfarm.config_hash": record["config_hash"],
+                "evfarm.git_sha": str(record.get("git_sha")), "evfarm.versions": json.dumps(record["versions"])}
+    try:
+        runner = StudyRunner(spec, run_dir, run_id, metadata, progress=not args.no_progress)
+        outcome = runner.run(resume=resume)
+    finally:
+        if owned:
+            ray.shutdown()
+    extras = report(run_dir, cfg, outcome) if report is not None else {}
+    if outcome.best:
+        print("best:" if len(spec.objectives) == 1 else "pareto front:")
+        print(format_table(outcome.best))
+    summary = {
+        "run_dir": str(run_dir), "complete": outcome.complete, "failed": outcome.failed,
+        "pruned": outcome.pruned, "retried": outcome.retried, "rows": outcome.rows_written,
+        "recovered_rows": outcome.recovered_rows, "seconds": f"{outcome.seconds:.1f}", **extras,
+    }
+    if len(spec.objectives) == 1 and outcome.best:
+        summary[f"best_{spec.objectives[0]}"] = _fmt(outcome.best[0][spec.objectives[0]])
+    print("summary: " + " ".join(f"{k}={_fmt(v)}" for k, v in summary.items()), flush=True)
+    completed_before = len(outcome.best) > 0
+    return 0 if (outcome.complete > 0 or completed_before) else 1
+
+
+def _dry_run(cfg: Any, spec: StudySpec, n: int = 5) -> int:
+    print(json.dumps(to_dict(cfg), indent=2, default=str))
+    if spec.study.sampler == "grid":
+        points = grid_points(spec.space)
+        print(f"grid: {len(points)} points; first {min(n, len(points))}:")
+        for p in points[:n]:
+            print("  ", p)
+    else:
+        import optuna
+
+        from cluster.study import distributions, make_sampler
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(directions=list(spec.directions), sampler=make_sampler(spec.study, 1))
+        print(f"first {n} parameter sets of sampler {spec.study.sampler}:")
+        for _ in range(n):
+            print("  ", study.ask(distributions(spec.space)).params)
+    print("summary: dry_run=1")
+    return 0
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v).replace(" ", "_")
+
+
+def format_table(rows: list[dict[str, Any]], max_rows: int | None = None) -> str:
+    """A plain fixed-width text table (no dependency), floats with 4 significant digits."""
+    if not rows:
+        return "(no rows)"
+    rows = rows[:max_rows] if max_rows else rows
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    cell = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cell)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cell]
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    text = str(v).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
