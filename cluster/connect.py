@@ -46,6 +46,7 @@ def connect(
     dashboard: bool = False,
     resources: dict[str, float] | None = None,
     log_to_driver: bool = True,
+    local: bool = False,
 ) -> ClusterInfo:
     """`ray.init()` the evfarm way and describe what we are connected to.
 
@@ -54,6 +55,8 @@ def connect(
         dashboard: start the Ray dashboard of an embedded cluster (on 127.0.0.1).
         resources: custom resources of an embedded cluster, e.g. {"galvo_rig": 4}.
         log_to_driver: forward actor stdout/stderr to this process.
+        local: always start a fresh private cluster (`address="local"`), never attach to one
+            recorded on this machine — what tests use.
     """
     project_env_defaults()
     import ray
@@ -64,8 +67,10 @@ def connect(
             from cluster.security import ensure_token
 
             ensure_token()
-        address = os.environ.get("RAY_ADDRESS")
+        address = "local" if local else os.environ.get("RAY_ADDRESS")
         kwargs: dict[str, Any] = {"log_to_driver": log_to_driver, "configure_logging": False}
+        if local:
+            kwargs["address"] = "local"
         if not address or address == "local":
             kwargs.update(
                 num_cpus=num_cpus,
@@ -79,7 +84,7 @@ def connect(
     total = ray.cluster_resources()
     gcs = ctx.gcs_address
     dash = _DASHBOARD_URL
-    embedded = not os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") == "local"
+    embedded = local or not os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") == "local"
     return ClusterInfo(
         address=gcs,
         embedded=embedded,

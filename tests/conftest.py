@@ -20,3 +20,33 @@ os.environ.pop("EVFARM_RESULTS", None)
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _ray_teardown():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_ray_teardown):
+    """A private local Ray cluster (2 CPUs), started once and shared by the tests that need one.
+
+    A module that needs its own cluster (tests/cluster/test_multinode.py) shuts it down; the next
+    user of this fixture then starts a fresh one.
+    """
+    ensure_ray()
+
+
+def ensure_ray() -> None:
+    import ray
+
+    from cluster.connect import connect
+
+    if not ray.is_initialized():
+        connect(num_cpus=2, local=True, log_to_driver=False)
