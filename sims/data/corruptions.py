@@ -31,10 +31,11 @@ uint8 for uint8 input and float32 in [0, 1] (multiples of 1/255) for float input
 
 Determinism [inferred]. The package draws from NumPy's global generator. A package corruption draws
 one 32-bit seed from `rng`, seeds the global generator with it inside a lock, runs, and restores the
-caller's global state, so the same `rng` state gives the same bytes and the caller's global stream is
-untouched. Our own four use `rng` directly. `corruption_seed(base, name, severity, index)` derives a
-per-image seed (NumPy `SeedSequence` over base seed, CRC-32 of the name, severity, image index), so an
-image's corruption does not depend on which batch or stream it appears in.
+caller's global state (once per `global_numpy_scope()` block when one is open), so the same `rng`
+state gives the same bytes and the caller's global stream is untouched. Our own four use `rng`
+directly. `corruption_seed(base, name, severity, index)` derives a per-image seed (NumPy
+`SeedSequence` over base seed, CRC-32 of the name, severity, image index), so an image's corruption
+does not depend on which batch or stream it appears in.
 
 Grayscale handling [inferred]. The package's functions have a grayscale (2-D) branch, and we use it
 for every package corruption but one: the image goes in as a PIL "L" image. We do not replicate to
@@ -64,7 +65,8 @@ from methods.errors import ConfigError, EvfarmError, UnknownNameError, did_you_m
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 SEVERITIES = (1, 2, 3, 4, 5)
 MIN_SIZE = 8
-_GLOBAL_RNG_LOCK = threading.Lock()
+_GLOBAL_RNG_LOCK = threading.RLock()
+_SCOPE = threading.local()  # nesting depth of global_numpy_scope in this thread
 
 
 # ---------------------------------------------------------------- package access and plumbing
@@ -85,15 +87,29 @@ def _package_functions() -> dict[str, Callable]:
 
 
 @contextmanager
-def _seeded_global_numpy(seed: int) -> Iterator[None]:
-    """Seed NumPy's global generator for the block, then restore the caller's state."""
+def global_numpy_scope() -> Iterator[None]:
+    """Hold NumPy's global generator for a block of package corruptions; restore it at the end.
+
+    Saving and restoring the global state costs about 0.25 ms, several times a cheap corruption,
+    so a batch loop opens one scope and each image inside only re-seeds (3 µs). Re-entrant."""
     with _GLOBAL_RNG_LOCK:  # the global generator is shared by every thread of the process
-        saved = np.random.get_state()
-        np.random.seed(seed)
+        depth = getattr(_SCOPE, "depth", 0)
+        saved = np.random.get_state() if depth == 0 else None
+        _SCOPE.depth = depth + 1
         try:
             yield
         finally:
-            np.random.set_state(saved)
+            _SCOPE.depth = depth
+            if saved is not None:
+                np.random.set_state(saved)
+
+
+@contextmanager
+def _seeded_global_numpy(seed: int) -> Iterator[None]:
+    """Seed NumPy's global generator for the block; the caller's state comes back at scope exit."""
+    with global_numpy_scope():
+        np.random.seed(seed)
+        yield
 
 
 def _check_severity(severity: int) -> None:
