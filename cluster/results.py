@@ -308,7 +308,7 @@ def query(run_dir: str | Path, sql: str, include_live: bool = False) -> pa.Table
         else:
             glob = str(Path(run_dir) / "part-*.parquet").replace("'", "''")
             con.execute(f"CREATE VIEW results AS SELECT * FROM read_parquet('{glob}', union_by_name=true)")
-        return con.execute(sql).fetch_arrow_table()
+        return con.sql(sql).to_arrow_table()
     finally:
         con.close()
 
