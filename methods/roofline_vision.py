@@ -16,6 +16,7 @@ and other bookkeeping move no data in a fused runtime and are ignored) [inferred
 | conv1d/2d/3d | 2·out·(ic/groups)·k | weight numel·wB | load in, store out |
 | conv_transpose | 2·in·(oc/groups)·k | weight numel·wB | load in, store out |
 | matmul, bmm, mm (+ addmm, baddbmm) | 2·out·K (+ out) | 0 | load both operands (+ bias), store out |
+| einsum | 2·out·(product of contracted sizes) | 0 | load the operands, store out |
 | scaled_dot_product_attention | 2·BH·L·S·(E+Ev) + 5·BH·L·S | 0 | fused: load q, k, v, store o |
 | (unfused: `fused_attention=False`) | same | 0 | + 4·BH·L·S·aB: scores out, softmax in/out, probs in |
 | softmax | 5 per element | 0 | load = store = numel |
@@ -59,6 +60,25 @@ def _numel(x: Any) -> int:
     return x.numel() if isinstance(x, torch.Tensor) else 0
 
 
+def _einsum_contracted(equation: str, operands: Sequence[torch.Tensor]) -> int:
+    """Product of the sizes of the indices summed over (those absent from the output)."""
+    eq = equation.replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if not _:  # implicit output: the indices that appear exactly once, in order
+        rhs = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
+    sizes: dict[str, int] = {}
+    for term, op in zip(terms, operands, strict=False):
+        head, dots, tail = term.partition("...")
+        dims = list(op.shape)
+        for letter, size in zip(head, dims, strict=False):
+            sizes[letter] = size
+        if dots:
+            for letter, size in zip(tail, dims[len(dims) - len(tail):], strict=False):
+                sizes[letter] = size
+    return math.prod(size for letter, size in sizes.items() if letter not in rhs)
+
+
 @dataclass
 class _Call:
     """One costed call: what ran, in which module, with which tensors (shapes only are used)."""
@@ -88,6 +108,10 @@ def _cost(op: str, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any, wB:
         extra = out_n if op in ("addmm", "baddbmm") else 0
         load = (_numel(a_) + _numel(b_) + (_numel(args[0]) if extra else 0)) * aB
         return OpCost(op, 2 * out_n * a_.shape[-1] + extra, 0, load, out_n * aB)
+    if op == "einsum":
+        operands = list(args[1]) if len(args) == 2 and isinstance(args[1], list | tuple) else list(args[1:])
+        load = sum(_numel(t) for t in operands) * aB
+        return OpCost(op, 2 * out_n * _einsum_contracted(args[0], operands), 0, load, out_n * aB)
     if op == "scaled_dot_product_attention":
         q, k, v = args[0], args[1], args[2]
         L, E, S, Ev = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]

@@ -445,3 +445,45 @@ def test_unet_trace_and_cached_steps(tiny_unet):
         cached_step_cost(rep, {"mid_blok"})
     with pytest.raises(ConfigError):
         cache_schedule(rep, skipped, 0, 2)
+
+
+def test_sam_encoder_matmul_and_einsum_ops_match_torch_flop_counter():
+    """SAM's image encoder uses q @ k^T, softmax and einsum (relative positions), not SDPA."""
+    from segment_anything.modeling import ImageEncoderViT
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from methods.roofline_vision import analyze_module
+
+    torch.manual_seed(0)
+    enc = ImageEncoderViT(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2, window_size=2,
+                          global_attn_indexes=(1,), use_rel_pos=True, out_chans=16).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        enc(x)
+    rep = analyze_module(enc, (x,), "apple_m2_gpu")
+    ops = {r["op"] for r in rep.rows}
+    assert {"matmul", "einsum", "softmax"} <= ops
+    assert sum(r["ops"] for r in rep.rows if r["op"] in ("linear", "conv2d", "matmul", "einsum")) == \
+        counter.get_total_flops()
+
+
+def test_einsum_contracted_sizes():
+    from methods.roofline_vision import _einsum_contracted
+
+    a, b = torch.zeros(3, 4, 5), torch.zeros(5, 6)
+    assert _einsum_contracted("ijk,kl->ijl", [a, b]) == 5
+    assert _einsum_contracted("ijk,kl", [a, b]) == 5  # implicit output
+    assert _einsum_contracted("...k,kl->...l", [a, b]) == 5
+    assert _einsum_contracted("ijk,kl->l", [a, b]) == 3 * 4 * 5
+
+
+@pytest.mark.parametrize(("model", "published", "rel"), [
+    ("Llama-2-7b", 6_738_415_616, 1e-4),   # Hugging Face parameter count
+    ("Llama-2-70b", 68_976_648_192, 1e-4),
+    ("DiT-XL/2", 675e6, 1.5e-2),           # DiT paper, Table 1 (we omit embedders and final layer)
+])
+def test_corrected_weight_footprint_matches_published_parameter_counts(model, published, rel):
+    corr = analyze_llm(model, A100, cfg(mode="corrected")).footprint["weights"] / 2
+    comp = analyze_llm(model, A100, cfg(mode="compat")).footprint["weights"] / 2
+    assert corr == pytest.approx(published, rel=rel)
+    assert comp < corr  # compat leaves out the head and embedding (and DiT's adaLN)
