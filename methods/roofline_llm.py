@@ -34,6 +34,7 @@ task is prefill(prompt) + Σ decode(KV length) over prompt .. prompt + gen - 1.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,9 +167,8 @@ def _stage_costs(m: LLMConfig, stage: str, cfg: RooflineConfig, seq: int, buffer
     t, b, mode = (seq if stage == "prefill" else 1), cfg.batch, cfg.mode
     layer = (_linears(m, t, b, wB, aB, kB, mode) + _attention(m, t, seq, b, aB, kB, cfg.flash, buffer, mode)
              + _elementwise(m, t, b, aB, mode))
-    per_layer = [OpCost(c.name, c.ops, c.load_weight, c.load_act, c.store_act, c.load_kv, c.store_kv,
-                        count=m.num_hidden_layers) for c in layer]
-    return per_layer + _head(m, b, wB, mode=mode, aB=aB)
+    per_layer = [dataclasses.replace(c, count=m.num_hidden_layers) for c in layer]
+    return per_layer + _head(m, b, wB, aB, mode)
 
 
 def _footprint(m: LLMConfig, rows: list[dict[str, Any]], cfg: RooflineConfig) -> dict[str, float]:

@@ -36,6 +36,7 @@ cached steps [inferred].
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from methods.roofline import OpCost, check_bits, check_mode, cost_row, select_pe
 from sims.hardware import Device, get_device
 
 ACT_OPS = {"gelu": 8, "silu": 4, "sigmoid": 4, "relu": 1}
+CONVS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 NORMS = {"layer_norm", "group_norm", "batch_norm", "rms_norm", "instance_norm"}
 MATMULS = {"matmul", "__matmul__", "bmm", "mm", "addmm", "baddbmm"}
 ELEMENTWISE = {"add", "sub", "mul", "div", "__add__", "__sub__", "__mul__", "__truediv__",
@@ -63,9 +65,9 @@ def _numel(x: Any) -> int:
 def _einsum_contracted(equation: str, operands: Sequence[torch.Tensor]) -> int:
     """Product of the sizes of the indices summed over (those absent from the output)."""
     eq = equation.replace(" ", "")
-    lhs, _, rhs = eq.partition("->")
+    lhs, arrow, rhs = eq.partition("->")
     terms = lhs.split(",")
-    if not _:  # implicit output: the indices that appear exactly once, in order
+    if not arrow:  # implicit output: the indices that appear exactly once, alphabetical (numpy's rule)
         rhs = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
     sizes: dict[str, int] = {}
     for term, op in zip(terms, operands, strict=False):
@@ -98,7 +100,7 @@ def _cost(op: str, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any, wB:
         oc, ic = w.shape
         n = x.numel() // ic
         return OpCost(op, 2 * n * ic * oc, ic * oc * wB, n * ic * aB, n * oc * aB)
-    if op.startswith("conv_transpose") or op.startswith("conv"):
+    if op in CONVS:
         w = args[1] if len(args) > 1 else kwargs["weight"]
         ksize = math.prod(w.shape[2:])
         macs = x.numel() * w.shape[1] * ksize if "transpose" in op else out_n * w.shape[1] * ksize
@@ -247,9 +249,7 @@ def analyze_module(model: nn.Module, inputs: Any, device: str | Device,
         w, a = bits_for(call.module)
         weighted = call.cost.load_weight > 0
         dtype, peak = select_peak(dev, w if weighted else a, a, a, mode)
-        cost = OpCost(_row_name(call, call.module in leaves, seen), *(
-            getattr(call.cost, k) for k in ("ops", "load_weight", "load_act", "store_act", "load_kv",
-                                            "store_kv")))
+        cost = dataclasses.replace(call.cost, name=_row_name(call, call.module in leaves, seen))
         rows.append(cost_row("forward", cost, dev.bandwidth, peak, module=call.module, op=call.op,
                              w_bits=w if weighted else None, a_bits=a, peak_dtype=dtype))
     return VisionReport(dev, mode, rows, {"forward": sum_rows(rows)})
