@@ -334,7 +334,13 @@ def contrast(image, severity, rng):
 def elastic_transform(image, severity, rng):
     """Per-pixel displacements U(-0.005H, 0.005H), Gaussian-smoothed (sigma 0.01·(H, W), reflect,
     truncate 3) and scaled by alpha = 250·(.05, .065, .085, .1, .12); bilinear resampling
-    (map_coordinates, reflect). Package."""
+    (map_coordinates, reflect). Package.
+
+    Small-image caveat (the package's definition, kept as is): the smoothing sigma 0.01·size is
+    0.08–0.32 px at 8–32 px, so displacements are nearly independent per pixel (up to ±2–4.8 px at
+    32 px, ±0.5–1.2 px at 8 px) and the result looks like pixel scatter, not a smooth warp.
+    CIFAR-10-C's own elastic transform (Hendrycks' `make_cifar_c.py`) instead scales sigma with the
+    image (0.03–0.2·size) and adds a random affine; it is not what this entry computes."""
     return _run_package("elastic_transform", image, severity, rng)
 
 

@@ -69,6 +69,20 @@ def test_seeded_corruptions_leave_the_global_numpy_stream_alone(digit_images) ->
     np.testing.assert_array_equal(np.random.rand(4), expected)
 
 
+def test_one_global_scope_per_batch_gives_the_same_bytes_as_per_image_scopes(digit_images) -> None:
+    images = digit_images[32]
+    for name in ("gaussian_noise", "snow", "frost", "glass_blur"):
+        alone = [C.corrupt(im, name, 4, seed=i) for i, im in enumerate(images)]
+        np.random.seed(5)
+        expected = np.random.rand(3)
+        np.random.seed(5)
+        with C.global_numpy_scope():
+            batched = [C.corrupt(im, name, 4, seed=i) for i, im in enumerate(images)]
+        np.testing.assert_array_equal(np.random.rand(3), expected)
+        for a, b in zip(alone, batched, strict=True):
+            assert a.tobytes() == b.tobytes()
+
+
 def test_corruption_seed_separates_its_inputs() -> None:
     seeds = {
         C.corruption_seed(b, n, s, i) for b in (0, 1) for n in ("fog", "snow") for s in (1, 5) for i in (0, 9)
