@@ -94,4 +94,7 @@ def test_zoo_model_is_traced(monkeypatch, capsys):
     by_layer = {r["layer"]: r for r in data["rows"]}
     assert by_layer["0"]["ops"] == 2 * 2 * 4 * 6 * 6 * 9 and by_layer["0"]["peak_dtype"] == "INT8"
     assert by_layer["3"]["load_weight"] == 144 * 10 * 1
+    assert run_cli("tiny_cnn", "--hw", "nvidia_A100", "--input-shape", "2,1,8,8") == 0
+    table = capsys.readouterr().out
+    assert "w_bits" in table.splitlines()[0] and "total forward:" in table
     assert run_cli("tiny_cnn", "--hw", "nvidia_A100", "--input-shape", "2,x") == 2
