@@ -131,7 +131,8 @@ def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2
     model.eval()
     correct = 0
     for start in range(0, len(x), batch_size):
-        correct += int((model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size]).sum())
+        pred = model(x[start : start + batch_size]).argmax(1)
+        correct += int((pred == y[start : start + batch_size]).sum())
     return correct / len(x)
 
 
