@@ -90,6 +90,12 @@ class CorruptionStreamConfig:
                 f"corruptions must be a sequence of names, got the string {self.corruptions!r}."
             )
         object.__setattr__(self, "corruptions", tuple(self.corruptions))
+        if not all(isinstance(name, str) for name in self.corruptions):
+            raise ConfigError(f"corruptions must be names (strings), got {self.corruptions!r}.")
+        if self.root is not None:
+            object.__setattr__(self, "root", os.fspath(self.root))  # a Path from code, a str from TOML
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}.")
         if not self.corruptions:
             raise ConfigError("corruptions is empty: name at least one domain, e.g. ('gaussian_noise',).")
         if self.source not in SOURCES:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,10 +162,11 @@ def test_config_validation_and_round_trip() -> None:
     cfg = _cfg(label_shift=0.1, batches_per_domain=3)
     assert CorruptionStreamConfig(**cfg.to_dict()) == cfg
     assert CorruptionStreamConfig(corruptions=["fog"]).corruptions == ("fog",)
+    assert CorruptionStreamConfig(source="cifar10c", root=Path("data")).root == "data"
     bad = [dict(severity=0), dict(severity=2.0), dict(corruptions=()), dict(corruptions="fog"),
            dict(batch_size=0), dict(image_size=12), dict(label_shift=0.0), dict(label_shift="x"),
            dict(batches_per_domain=0), dict(root="/data"), dict(source="cifar10c"), dict(source="cifar"),
-           dict(version=2)]
+           dict(version=2), dict(seed=1.5), dict(corruptions=("fog", 3))]
     for kw in bad:
         with pytest.raises(ConfigError):
             _cfg(**kw)
