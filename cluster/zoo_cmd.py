@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
 
-from methods.errors import CheckpointError, EvfarmUserError
+from methods.errors import CheckpointError, ConfigError, EvfarmUserError
 
 ZOO_MODULES = ("sims.zoo.cnn_bn_digits", "sims.zoo.vit_digits", "sims.zoo.digits_classifier",
                "sims.zoo.ddpm_digits")
@@ -80,8 +81,10 @@ def _list(zoo: Any) -> int:
 
 def _train(zoo: Any, args: argparse.Namespace) -> int:
     spec = zoo.get(args.name)
-    kwargs = {"seed": args.seed}
+    kwargs: dict[str, Any] = {"seed": args.seed}
     if args.steps is not None:
+        if "steps" not in inspect.signature(spec.train).parameters:
+            raise ConfigError(f"The training script of {spec.name!r} has no step override; drop --steps.")
         kwargs["steps"] = args.steps
     card = spec.train(args.out, **kwargs)
     where = args.out if args.out is not None else "sims/zoo/weights"
@@ -102,7 +105,9 @@ def _check(zoo: Any, args: argparse.Namespace) -> int:
     spec = zoo.get(args.name)
     card = read_card(spec.name, args.root)
     if spec.metric not in card:
-        raise CheckpointError(f"Card of {spec.name!r} has no {spec.metric!r}; retrain with `evfarm zoo train`.")
+        raise CheckpointError(
+            f"Card of {spec.name!r} has no {spec.metric!r}; retrain with `evfarm zoo train {spec.name}`."
+        )
     new = spec.evaluate(load_zoo_model(spec.name, args.root))[spec.metric]
     ok = metric_matches(float(card[spec.metric]), float(new), spec.extra)
     status = "ok" if ok else "MISMATCH"
