@@ -67,6 +67,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1:  # Optional[X]: report X's own message
+            return _coerce(value, real[0], where)
         errors = []
         for arg in args:
             if arg is type(None):

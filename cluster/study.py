@@ -277,8 +277,9 @@ class StudyRunner:
             if row is not None and all(row.get(o) is not None for o in self.spec.objectives):
                 self.study.tell(t.number, [float(row[o]) for o in self.spec.objectives])
                 continue
-            self.study.set_trial_user_attr(t.number, "failure_kind", "driver_interrupted")
-            self.study.set_trial_user_attr(t.number, "error", "driver stopped while the trial ran")
+            # A RUNNING trial of an earlier driver has no live Trial object: set attrs via storage.
+            self.study._storage.set_trial_user_attr(t._trial_id, "failure_kind", "driver_interrupted")
+            self.study._storage.set_trial_user_attr(t._trial_id, "error", "driver stopped while the trial ran")
             self.study.tell(t.number, state=TrialState.FAIL)
             self._land([{**self._base_row(t, "trial", "FAIL"), "error": "driver stopped while the trial ran"}])
             self.outcome.failed += 1
