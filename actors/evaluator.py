@@ -8,7 +8,10 @@ simulator). The returned dict may hold:
 - ``intermediate``: float — the value reported for pruning after a non-final chunk;
 - ``metrics``: {name: value} — extra columns on the trial's row;
 - ``rows``: [dict, ...] — extra rows to land (e.g. one per stream batch, with their own
-  ``row_kind``).
+  ``row_kind``);
+- ``checkpoint``: a small picklable state after a non-final chunk. When the actor dies, the
+  retried trial resumes at the next chunk and the task's `evaluate` receives it as
+  ``checkpoint=`` (only tasks whose `evaluate` accepts that keyword use this).
 
 The actor adds who ran it (actor and node id) and wall times. No maths lives here.
 """
@@ -41,12 +44,14 @@ class Evaluator:
 
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         ts_start = time.time()
+        extra = {"checkpoint": request["checkpoint"]} if "checkpoint" in request else {}
         result = self.task.evaluate(
             dict(request["params"]),
             seed=int(request["seed"]),
             trial=int(request["trial"]),
             chunk=int(request["chunk"]),
             n_chunks=int(request["n_chunks"]),
+            **extra,
         )
         if not isinstance(result, dict):
             raise TypeError(

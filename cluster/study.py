@@ -236,6 +236,9 @@ class StudyRunner:
         self.outcome = StudyOutcome(run_dir=run_dir)
         self.outcome.recovered_rows = ray.get(self.sink.stats.remote())["recovered_rows"]
         self.trials: dict[int, optuna.Trial] = {}
+        # root trial -> (next chunk, checkpoint): lets a retried stream resume after its last
+        # landed chunk instead of recounting it (held in driver memory only).
+        self.checkpoints: dict[int, tuple[int, Any]] = {}
         self.t0 = time.perf_counter()
 
     # rows ------------------------------------------------------------------------------------
@@ -350,7 +353,15 @@ class StudyRunner:
     def _submit(self, pool: ActorPool, slot: int, trial: optuna.Trial, chunk: int) -> None:
         request = {"params": dict(trial.params), "seed": trial.user_attrs["seed"], "trial": trial.number,
                    "chunk": chunk, "n_chunks": self.cfg.n_chunks}
+        root = int(trial.user_attrs["root"])
+        if root in self.checkpoints and self.checkpoints[root][0] == chunk:
+            request["checkpoint"] = self.checkpoints[root][1]
         pool.submit(slot, trial.number, chunk, int(trial.user_attrs["attempt"]), request)
+
+    def _first_chunk(self, trial: optuna.Trial) -> int:
+        """A retry resumes at the chunk after the last checkpoint its root trial returned."""
+        root = int(trial.user_attrs["root"])
+        return self.checkpoints[root][0] if root in self.checkpoints else 0
 
     def _handle(self, pool: ActorPool, c: Completion) -> None:
         trial = self.trials[c.job.trial]
@@ -371,6 +382,8 @@ class StudyRunner:
         extra_rows = [{**self._base_row(trial, row.get("row_kind", "detail"), "RUNNING"), **who, **row}
                       for row in r.get("rows", [])]
         last = c.job.chunk == self.cfg.n_chunks - 1
+        if "checkpoint" in r and not last:
+            self.checkpoints[int(trial.user_attrs["root"])] = (c.job.chunk + 1, r["checkpoint"])
         if not last:
             inter = r.get("intermediate")
             chunk_row = {**self._base_row(trial, "chunk", "RUNNING"), **who, "step": c.job.chunk,
@@ -408,6 +421,7 @@ class StudyRunner:
         self._land(extra_rows + [row])  # flushed before the study learns of it (see module docstring)
         self.study.tell(trial, values)
         self.outcome.complete += 1
+        self.checkpoints.pop(int(trial.user_attrs["root"]), None)
         del self.trials[trial.number]
 
     def run(self, resume: bool = False, on_progress: Callable[[StudyOutcome], None] | None = None) -> StudyOutcome:
@@ -434,7 +448,7 @@ class StudyRunner:
                     trial = self._next_trial()
                     if trial is None:
                         break
-                    self._submit(pool, slot, trial, 0)
+                    self._submit(pool, slot, trial, self._first_chunk(trial))
                 if not pool.inflight:
                     break
                 for c in pool.wait(timeout=1.0):

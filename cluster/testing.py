@@ -27,26 +27,34 @@ class ToyTask:
 
     def __init__(self, sleep: float = 0.0, marker_dir: str | None = None,
                  crash_at: tuple[Any, Any] | None = None, raise_at: tuple[Any, Any] | None = None,
-                 raise_all: bool = False, load_seconds: float = 0.0) -> None:
+                 raise_all: bool = False, load_seconds: float = 0.0, crash_chunk: int = 0) -> None:
         time.sleep(load_seconds)
         self.sleep, self.marker_dir = sleep, marker_dir
         self.crash_at, self.raise_at, self.raise_all = crash_at, raise_at, raise_all
+        self.crash_chunk = crash_chunk
         self.pid = os.getpid()
 
-    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict[str, Any]:
+    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int,
+                 checkpoint: Any = None) -> dict[str, Any]:
         x, y = params["x"], params.get("y", 0)
+        done = [] if chunk == 0 else list((checkpoint or {}).get("done", getattr(self, "_done", [])))
         if self.raise_all or (self.raise_at is not None and (x, y) == tuple(self.raise_at)):
             raise ValueError(f"injected failure at x={x} y={y}")
-        if self.crash_at is not None and (x, y) == tuple(self.crash_at) and self.marker_dir:
+        if self.crash_at is not None and (x, y) == tuple(self.crash_at) and self.marker_dir \
+                and chunk == self.crash_chunk:
             marker = Path(self.marker_dir) / f"crashed-{x}-{y}"
             if not marker.exists():
                 marker.write_text(str(os.getpid()))
                 os._exit(1)
         time.sleep(self.sleep)
         value = (float(x) - 2.0) ** 2 + float(y)
+        done.append(chunk)
+        self._done = done
         if chunk < n_chunks - 1:
-            return {"intermediate": value + (n_chunks - 1 - chunk), "rows": [{"row_kind": "detail", "step": chunk}]}
-        return {"objectives": {"loss": value, "neg": -value}, "metrics": {"pid": self.pid}}
+            return {"intermediate": value + (n_chunks - 1 - chunk), "rows": [{"row_kind": "detail", "step": chunk}],
+                    "checkpoint": {"done": done}}
+        return {"objectives": {"loss": value, "neg": -value},
+                "metrics": {"pid": self.pid, "chunks_seen": ",".join(map(str, done))}}
 
 
 def toy_spec(sweep: str = "toy", study: StudyConfig | None = None, objectives: tuple[str, ...] = ("loss",),

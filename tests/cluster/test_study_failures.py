@@ -68,3 +68,16 @@ def test_multi_objective_nsga2_and_tpe_run_their_trial_budget(ray_local, tmp_pat
     trials = summarise_trials(read_table(run_dir))
     assert outcome.complete == 6 and len(trials) == 6
     assert {r["seed"] for r in trials} == {derive_seed(3, n) for n in range(6)}
+
+
+def test_retried_chunked_trial_resumes_from_its_last_checkpoint(ray_local, tmp_path):
+    spec = toy_spec(study=StudyConfig(sampler="grid", actors=1, n_chunks=3),
+                    space={"x": ("categorical", [1, 2]), "y": ("categorical", [0])},
+                    marker_dir=str(tmp_path), crash_at=(2, 0), crash_chunk=2)
+    outcome, run_dir = _run(tmp_path, spec)
+    rows = read_table(run_dir).to_pylist()
+    final = [r for r in summarise_trials(read_table(run_dir)) if r["state"] == "COMPLETE" and r["x"] == 2][0]
+    assert final["attempt"] == 2 and final["chunks_seen"] == "0,1,2"  # chunks 0,1 carried by the checkpoint
+    details = [r["step"] for r in rows if r["row_kind"] == "detail" and r["x"] == 2]
+    assert sorted(details) == [0, 1]  # no chunk landed twice
+    assert outcome.complete == 2 and outcome.failed == 1
