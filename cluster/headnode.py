@@ -155,6 +155,12 @@ def down(port: int = 6379) -> int:
     pids = dict(state.pids)
     pids.update(dict(our_processes(state.temp_dir)))  # workers spawned after `up`
     stopped = _terminate(list(pids.items()))
+    for _ in range(5):  # a dying raylet may still fork a worker: rescan until none is left
+        time.sleep(0.3)
+        left = our_processes(state.temp_dir)
+        if not left:
+            break
+        stopped += _terminate(left, grace=2.0)
     state_path(port).unlink(missing_ok=True)
     return stopped
 
