@@ -11,7 +11,8 @@ Files: `common.py` (shared configs, registry entry type, runner), `minmax.py`, `
 (block-wise, joint, random dropping), `repq_vit.py` (LayerNorm and log-sqrt2 re-parameterisation),
 `mgrq.py` (block reconstruction + global and local supervision).
 """
+
+from methods.ptq import adaround, brecq, mgrq, minmax, mse, percentile, qdrop, repq_vit  # noqa: E402,F401,I001
 from methods.ptq.common import PTQ_METHODS, PTQConfig, PTQMethod, PTQResult, ReconPTQConfig, register_ptq
-from methods.ptq import minmax, percentile, mse, adaround, brecq, qdrop, repq_vit, mgrq  # noqa: E402,F401,I001
 
 __all__ = ["PTQ_METHODS", "PTQConfig", "PTQMethod", "PTQResult", "ReconPTQConfig", "register_ptq"]

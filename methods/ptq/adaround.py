@@ -7,6 +7,7 @@ already quantized preceding layers (the paper's "asymmetric" variant). Weights p
 MSE range; activations keep their calibrated (min-max) ranges and are not learned [paper: AdaRound
 is a weight method]. Iterations default to 200 per layer at tiny scale (paper: 20 000).
 """
+
 from __future__ import annotations
 
 from methods.ptq.common import ReconPTQConfig, register_ptq
@@ -18,5 +19,7 @@ from methods.quant.recon import ReconEngine, default_units
 def run_adaround(model, calib_x, config: ReconPTQConfig, seed, forward_fn):
     quantize_(model, config.quant_config())
     calibrate(model, calib_x, config.calib_batch, forward_fn)
-    engine = ReconEngine(model, calib_x, config.recon_config(learn_acts=False, drop_prob=1.0), seed, forward_fn)
+    engine = ReconEngine(
+        model, calib_x, config.recon_config(learn_acts=False, drop_prob=1.0), seed, forward_fn
+    )
     return engine.reconstruct(default_units(model, calib_x, "layer"))

@@ -9,6 +9,7 @@ first/last layer 8 bits. Units: residual/transformer blocks, otherwise each quan
 BN/ReLU after it, other layers alone [our unit mapping for non-ResNet models]. Iterations default to
 200 per block per stage at tiny scale (paper: 20 000 weight / 5 000 activation).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +32,11 @@ def run_brecq(model, calib_x, config: BRECQConfig, seed, forward_fn):
     calibrate(model, calib_x, config.calib_batch, forward_fn)
     units = default_units(model, calib_x, "block")
     set_quant_state(model, weight=True, act=False)
-    stats = ReconEngine(model, calib_x, config.recon_config(learn_acts=False), seed, forward_fn).reconstruct(units)
+    stats = ReconEngine(model, calib_x, config.recon_config(learn_acts=False), seed, forward_fn).reconstruct(
+        units
+    )
     set_quant_state(model, weight=True, act=True)
-    stats += ReconEngine(model, calib_x, config.recon_config(learn_weights=False), seed + 1, forward_fn).reconstruct(units)
+    stats += ReconEngine(
+        model, calib_x, config.recon_config(learn_weights=False), seed + 1, forward_fn
+    ).reconstruct(units)
     return stats

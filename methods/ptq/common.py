@@ -1,5 +1,6 @@
 """Shared pieces of the PTQ methods: configs, the registry entry type, and the runner that copies the
 model, times calibration, finalises for evaluation and writes the report [our design]."""
+
 from __future__ import annotations
 
 import copy
@@ -36,9 +37,14 @@ class PTQConfig:
             raise ConfigError(f"calib_batch must be >= 1, got {self.calib_batch}.")
 
     def quant_config(self, **overrides: Any) -> QuantConfig:
-        base = {"w_bits": self.w_bits, "a_bits": self.a_bits, "first_last_bits": self.first_last_bits,
-                "w_observer": self.w_observer, "a_observer": self.a_observer,
-                "softmax_quant": self.softmax_quant}
+        base = {
+            "w_bits": self.w_bits,
+            "a_bits": self.a_bits,
+            "first_last_bits": self.first_last_bits,
+            "w_observer": self.w_observer,
+            "a_observer": self.a_observer,
+            "softmax_quant": self.softmax_quant,
+        }
         return QuantConfig(**{**base, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,14 +80,24 @@ class ReconPTQConfig(PTQConfig):
         self.recon_config()
 
     def recon_config(self, **overrides: Any) -> ReconConfig:
-        base = {"iters": self.iters, "batch_size": self.batch_size, "weight_lr": self.weight_lr,
-                "act_lr": self.act_lr, "round_weight": self.round_weight, "drop_prob": self.drop_prob}
+        base = {
+            "iters": self.iters,
+            "batch_size": self.batch_size,
+            "weight_lr": self.weight_lr,
+            "act_lr": self.act_lr,
+            "round_weight": self.round_weight,
+            "drop_prob": self.drop_prob,
+        }
         return ReconConfig(**{**base, **overrides})
 
     @classmethod
     def search_space(cls) -> dict[str, tuple]:
-        return {**super().search_space(), "iters": ("int", 50, 2000), "act_lr": ("float", 1e-5, 1e-3),
-                "round_weight": ("float", 1e-3, 1e-1)}
+        return {
+            **super().search_space(),
+            "iters": ("int", 50, 2000),
+            "act_lr": ("float", 1e-5, 1e-3),
+            "round_weight": ("float", 1e-3, 1e-1),
+        }
 
 
 @dataclass
@@ -105,12 +121,19 @@ class PTQMethod:
     def make_config(self, **kwargs: Any):
         return self.config_cls.from_dict(kwargs)
 
-    def run(self, model: nn.Module, calib_x: torch.Tensor, config=None, seed: int = 0,
-            forward_fn: Callable | None = None) -> PTQResult:
+    def run(
+        self,
+        model: nn.Module,
+        calib_x: torch.Tensor,
+        config=None,
+        seed: int = 0,
+        forward_fn: Callable | None = None,
+    ) -> PTQResult:
         config = config if config is not None else self.config_cls()
         if not isinstance(config, self.config_cls):
             raise ConfigError(
-                f"PTQ method {self.name!r} expects a {self.config_cls.__name__}, got {type(config).__name__}. "
+                f"PTQ method {self.name!r} expects a {self.config_cls.__name__}, "
+                f"got {type(config).__name__}. "
                 f"Use PTQ_METHODS.get({self.name!r}).make_config(...)."
             )
         forward_fn = forward_fn or (lambda m, xb: m(xb))
@@ -121,8 +144,15 @@ class PTQMethod:
         finalize_for_eval(qmodel)
         seconds = time.perf_counter() - start
         check_ready_for_eval(qmodel)
-        report = {"method": self.name, "config": config.to_dict(), "seed": seed, "calib_seconds": seconds,
-                  "calib_images": int(calib_x.shape[0]), "bits": bits_report(qmodel), "recon": stats}
+        report = {
+            "method": self.name,
+            "config": config.to_dict(),
+            "seed": seed,
+            "calib_seconds": seconds,
+            "calib_images": int(calib_x.shape[0]),
+            "bits": bits_report(qmodel),
+            "recon": stats,
+        }
         return PTQResult(qmodel, report)
 
 

@@ -21,6 +21,7 @@ hand, so everything below the abstract level is **[inferred]** (reference/quant.
   lambda_g = lambda_l = 1.
 Iterations default to 200 per block at tiny scale (family default 20 000).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,14 +56,23 @@ class MGRQConfig(ReconPTQConfig):
 
     @classmethod
     def search_space(cls) -> dict[str, tuple]:
-        return {**super().search_space(), "lambda_global": ("float", 0.0, 4.0), "lambda_local": ("float", 0.0, 4.0)}
+        return {
+            **super().search_space(),
+            "lambda_global": ("float", 0.0, 4.0),
+            "lambda_local": ("float", 0.0, 4.0),
+        }
 
 
 def global_kl(z_q: torch.Tensor, z_fp: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """KL(softmax(z_fp/T) || softmax(z_q/T)) * T^2, batch mean."""
     t = temperature
-    return F.kl_div(F.log_softmax(z_q / t, -1), F.log_softmax(z_fp / t, -1), log_target=True,
-                    reduction="batchmean").clamp_min(0.0) * t * t  # >= 0 up to float error
+    return (
+        F.kl_div(
+            F.log_softmax(z_q / t, -1), F.log_softmax(z_fp / t, -1), log_target=True, reduction="batchmean"
+        ).clamp_min(0.0)
+        * t
+        * t
+    )  # >= 0 up to float error
 
 
 class MGRQLoss:
@@ -81,7 +91,11 @@ class MGRQLoss:
     def terms(self, q_out, fp_out, ctx: ReconContext):
         l_block = lp_loss(q_out, fp_out)
         zero = q_out.new_zeros(())
-        l_global = global_kl(ctx.rest_forward(q_out), ctx.fp_output(), self.temperature) if self.lambda_global else zero
+        l_global = (
+            global_kl(ctx.rest_forward(q_out), ctx.fp_output(), self.temperature)
+            if self.lambda_global
+            else zero
+        )
         l_local = torch.stack(ctx.layer_errors).sum() if (self.lambda_local and ctx.layer_errors) else zero
         return l_block, l_global, l_local
 
@@ -90,11 +104,15 @@ class MGRQLoss:
         if self.norms is None:
             self.norms = tuple(max(float(t.detach()), EPS) for t in (l_block, l_global, l_local))
         nb, ng, nl = self.norms
-        self.last = {k: float(v.detach()) for k, v in (("block", l_block), ("global", l_global), ("local", l_local))}
+        self.last = {
+            k: float(v.detach()) for k, v in (("block", l_block), ("global", l_global), ("local", l_local))
+        }
         return l_block / nb + self.lambda_global * l_global / ng + self.lambda_local * l_local / nl
 
 
-@register_ptq("mgrq", MGRQConfig, "RepQ-ViT init + block recon + global KL + local layer supervision [inferred]")
+@register_ptq(
+    "mgrq", MGRQConfig, "RepQ-ViT init + block recon + global KL + local layer supervision [inferred]"
+)
 def run_mgrq(model, calib_x, config: MGRQConfig, seed, forward_fn):
     repq_init(model, calib_x, config, forward_fn)
     loss = MGRQLoss(config.lambda_global, config.lambda_local, config.temperature)

@@ -2,6 +2,7 @@
 "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference",
 arXiv 1712.05877). Weights per output channel, activations per tensor, both from their min/max on
 the calibration set; first/last layer at 8 bits. No reconstruction."""
+
 from __future__ import annotations
 
 from methods.ptq.common import PTQConfig, register_ptq

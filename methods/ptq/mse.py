@@ -1,5 +1,6 @@
 """MSE PTQ: weight and activation ranges by the Lp grid search over 40 shrink factors
 (reference/quant.md § 1.1; CacheQuant `quant/quant_layer.py` [code]; p = 2). No reconstruction."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,7 @@
 """Percentile PTQ: activation ranges clipped at the best of the {0.999, 0.9999, 0.99999} percentiles
 (or min-max) by MSE, as in Q-Diffusion's / CacheQuant's activation initialisation [code]; weights per
 channel by the 40-candidate MSE search. No reconstruction."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,6 +8,7 @@ activation is quantized with probability p = 0.5 and the block input is an eleme
 quantized-model and FP-model inputs with the same p; after each block p is reset to 1.
 Iterations default to 200 per block at tiny scale (paper: 20 000).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

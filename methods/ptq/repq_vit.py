@@ -19,6 +19,7 @@ LayerNorm -> Linear pairs are found by tensor identity on a forward pass (the Li
 the LayerNorm's output) [our design]; the re-parameterised model is checked to equal the original
 in FP and the method refuses to continue otherwise.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,12 +51,16 @@ def find_norm_linear_pairs(model: nn.Module, example: torch.Tensor, forward_fn) 
     hooks = []
     for name, m in model.named_modules():
         if isinstance(m, nn.LayerNorm):
-            hooks.append(m.register_forward_hook(lambda _m, _a, out, n=name: outputs.__setitem__(id(out), (n, out))))
+            hooks.append(
+                m.register_forward_hook(lambda _m, _a, out, n=name: outputs.__setitem__(id(out), (n, out)))
+            )
         elif isinstance(m, QuantLinear):
+
             def pre(_m, args, n=name):
                 src, tensor = outputs.get(id(args[0]), (None, None))
                 if tensor is args[0] and n not in pairs.setdefault(src, []):
                     pairs[src].append(n)
+
             hooks.append(m.register_forward_pre_hook(pre))
     try:
         with quant_disabled(model):
@@ -89,7 +94,9 @@ def set_per_channel(linears: list[QuantLinear], step: torch.Tensor, zero: torch.
 
 
 @torch.no_grad()
-def reparameterize(norm: nn.LayerNorm, linears: list[QuantLinear], step: torch.Tensor, zero: torch.Tensor) -> None:
+def reparameterize(
+    norm: nn.LayerNorm, linears: list[QuantLinear], step: torch.Tensor, zero: torch.Tensor
+) -> None:
     """Fold per-channel (step, zero) into the LayerNorm affine and the Linears (see module docstring)."""
     if norm.weight is None or norm.bias is None:
         raise ConfigError("RepQ-ViT needs an affine LayerNorm (weight and bias) to fold scales into.")
@@ -111,7 +118,9 @@ def reparameterize(norm: nn.LayerNorm, linears: list[QuantLinear], step: torch.T
 
 
 @torch.no_grad()
-def repq_init(model: nn.Module, calib_x: torch.Tensor, config: PTQConfig, forward_fn, check_tol: float = 1e-4):
+def repq_init(
+    model: nn.Module, calib_x: torch.Tensor, config: PTQConfig, forward_fn, check_tol: float = 1e-4
+):
     """Quantize, calibrate and re-parameterise `model` in place; returns the LayerNorm -> Linear pairs."""
     quantize_(model, config.quant_config())
     calibrate(model, calib_x, config.calib_batch, forward_fn)
@@ -123,8 +132,16 @@ def repq_init(model: nn.Module, calib_x: torch.Tensor, config: PTQConfig, forwar
     for norm_name, lin_names in pairs.items():
         linears = [named[n] for n in lin_names]
         q = linears[0].a_quant
-        step, zero = channel_qparams(model, named[norm_name], calib_x, q.bits, q.symmetric, q.observer_kind,
-                                     config.calib_batch, forward_fn)
+        step, zero = channel_qparams(
+            model,
+            named[norm_name],
+            calib_x,
+            q.bits,
+            q.symmetric,
+            q.observer_kind,
+            config.calib_batch,
+            forward_fn,
+        )
         reparameterize(named[norm_name], linears, step, zero)
         for lin in linears:
             lin.calibrate_weight()  # weight ranges of the re-scaled weights

@@ -16,6 +16,7 @@ Layout:
 The PTQ methods built on it live one per file in `methods/ptq/` and register in
 `methods.ptq.PTQ_METHODS`.
 """
+
 from methods.quant.api import (
     bits_report,
     calibrate,
@@ -32,7 +33,18 @@ from methods.quant.counts import count_macs_bops
 from methods.quant.hygiene import QuantStateError, check_ready_for_eval, finalize_for_eval
 
 __all__ = [
-    "QuantConfig", "QuantStateError", "bits_report", "calibrate", "check_ready_for_eval", "count_macs_bops",
-    "finalize_for_eval", "format_bits_report", "iter_quantizers", "quant_disabled", "quant_layers",
-    "quantize_", "set_drop_prob", "set_quant_state",
+    "QuantConfig",
+    "QuantStateError",
+    "bits_report",
+    "calibrate",
+    "check_ready_for_eval",
+    "count_macs_bops",
+    "finalize_for_eval",
+    "format_bits_report",
+    "iter_quantizers",
+    "quant_disabled",
+    "quant_layers",
+    "quantize_",
+    "set_drop_prob",
+    "set_quant_state",
 ]

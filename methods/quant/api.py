@@ -12,6 +12,7 @@ taking `(module, fully_qualified_name)`) [code: torchao]; what is swapped and ho
 Calibration order [our choice, QDrop-like]: weight ranges from the weights; then activation ranges
 from calibration batches with weight quantization on and activation quantization off.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -46,7 +47,8 @@ def _timm_attention_cls():
 
 def _weight_layer_names(model: nn.Module, filter_fn: FilterFn | None) -> list[str]:
     return [
-        n for n, m in model.named_modules()
+        n
+        for n, m in model.named_modules()
         if type(m) in (nn.Linear, nn.Conv2d) and (filter_fn is None or filter_fn(m, n))
     ]
 
@@ -72,7 +74,12 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None 
             new = None
             if keep and config.quant_matmul and attn_cls is not None and isinstance(child, attn_cls):
                 new = QuantTimmAttention(child, config.a_bits, config)
-            elif keep and config.quant_matmul and isinstance(child, nn.MultiheadAttention) and mha_supported(child):
+            elif (
+                keep
+                and config.quant_matmul
+                and isinstance(child, nn.MultiheadAttention)
+                and mha_supported(child)
+            ):
                 new = QuantMHA(child, config.a_bits, config)
             elif keep and type(child) in (nn.Linear, nn.Conv2d):
                 bits = config.first_last_bits if name in edge else None
@@ -137,7 +144,9 @@ def batches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 
 @torch.no_grad()
 def calibrate(
-    model: nn.Module, calib_x: torch.Tensor, batch_size: int = 64,
+    model: nn.Module,
+    calib_x: torch.Tensor,
+    batch_size: int = 64,
     forward_fn: Callable[[nn.Module, torch.Tensor], object] | None = None,
 ) -> nn.Module:
     """Weight ranges from the weights, then activation ranges from `calib_x` (see module docstring)."""
@@ -165,7 +174,15 @@ def bits_report(model: nn.Module) -> list[dict]:
     rows = []
     for name, m in quant_layers(model):
         w = m.w_bits if isinstance(m, _QuantWeightLayer) and m.w_quant.enabled else None
-        a = m.a_bits if any(q.enabled for q in m.modules() if isinstance(q, QuantizerBase) and getattr(q, "role", "act") == "act") else None
+        a = (
+            m.a_bits
+            if any(
+                q.enabled
+                for q in m.modules()
+                if isinstance(q, QuantizerBase) and getattr(q, "role", "act") == "act"
+            )
+            else None
+        )
         rows.append({"name": name, "kind": type(m).__name__, "w_bits": w, "a_bits": a})
     for name, m in model.named_modules():
         if type(m) in (nn.Linear, nn.Conv2d, nn.MultiheadAttention):
@@ -184,7 +201,19 @@ def format_bits_report(rows: list[dict]) -> str:
 
 
 __all__ = [
-    "QuantConv2d", "QuantLinear", "QuantMHA", "QuantMatMul", "QuantTimmAttention", "batches", "bits_report",
-    "calibrate", "format_bits_report", "iter_quantizers", "quant_disabled", "quant_layers", "quantize_",
-    "set_drop_prob", "set_quant_state",
+    "QuantConv2d",
+    "QuantLinear",
+    "QuantMHA",
+    "QuantMatMul",
+    "QuantTimmAttention",
+    "batches",
+    "bits_report",
+    "calibrate",
+    "format_bits_report",
+    "iter_quantizers",
+    "quant_disabled",
+    "quant_layers",
+    "quantize_",
+    "set_drop_prob",
+    "set_quant_state",
 ]

@@ -5,6 +5,7 @@ weights with an MSE observer, asymmetric per-tensor activations, first and last 
 (BRECQ's convention [code]); the log2 post-softmax options follow PTQ4SAM (adaptive tau) and
 RepQ-ViT (log-sqrt2). Which of these a method changes is stated in that method's file.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -63,7 +64,9 @@ class QuantConfig:
         for name in ("w_observer", "a_observer"):
             val = getattr(self, name)
             if val not in OBSERVERS:
-                raise ConfigError(f"{name} must be one of {OBSERVERS}, got {val!r}. {did_you_mean(str(val), OBSERVERS)}")
+                raise ConfigError(
+                    f"{name} must be one of {OBSERVERS}, got {val!r}. {did_you_mean(str(val), OBSERVERS)}"
+                )
         if self.softmax_quant not in SOFTMAX_QUANT:
             raise ConfigError(
                 f"softmax_quant must be one of {SOFTMAX_QUANT}, got {self.softmax_quant!r}. "

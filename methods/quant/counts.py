@@ -5,6 +5,7 @@ for an activation-activation product (QuantMatMul) the two operand bit widths ar
 full precision count 32 x 32. Counts are per sample, measured with forward hooks on one batch
 [our design]. Fake quantization gives no CPU speed-up, so these counts are what tests report.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,6 +48,7 @@ def count_macs_bops(model: nn.Module, example: torch.Tensor) -> dict:
             else:
                 wb, ab = FP_BITS, FP_BITS
             rows.append({"name": name, "macs": macs, "w_bits": wb, "a_bits": ab, "bops": macs * wb * ab})
+
         return fn
 
     for name, m in model.named_modules():

@@ -7,6 +7,7 @@ of those activations stay in full precision and every reconstruction-based mAP i
 `check_ready_for_eval` raises on any quantizer that is disabled, uncalibrated, still observing, has a
 drop probability other than 1, or whose AdaRound rounding is still soft [our design].
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -49,7 +50,8 @@ def check_ready_for_eval(model: nn.Module) -> None:
         raise QuantStateError(
             f"Refusing to evaluate: expected every quantizer enabled, calibrated, hardened and with drop "
             f"probability 1, but found {len(problems)} problem(s): {shown}. Call "
-            "methods.quant.finalize_for_eval(model) after reconstruction, or evaluate the FP model explicitly."
+            "methods.quant.finalize_for_eval(model) after reconstruction, or evaluate the FP model "
+            "explicitly."
         )
 
 

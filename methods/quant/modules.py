@@ -12,6 +12,7 @@ fused SDPA path to float tolerance (tested). `QuantMHA` re-writes `nn.MultiheadA
 common case (packed or separate q/k/v weights, masks, batch_first); bias_k/bias_v/add_zero_attn are
 not supported and such modules are left unwrapped [our scope choice].
 """
+
 from __future__ import annotations
 
 import torch
@@ -193,8 +194,17 @@ class QuantMHA(nn.Module):
     def _heads(self, x, L, B):
         return x.reshape(L, B, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # (B, H, L, d)
 
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-                average_attn_weights=True, is_causal=False):
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        key_padding_mask=None,
+        need_weights=True,
+        attn_mask=None,
+        average_attn_weights=True,
+        is_causal=False,
+    ):
         if self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         L, B, E = query.shape

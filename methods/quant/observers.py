@@ -14,6 +14,7 @@ return (lo, hi), each (n_blocks, 1). Stateful observers accumulate over calibrat
 * Sample-based observers keep a bounded random subsample per batch (`max_elems`) so memory stays
   flat on long calibration runs [our design].
 """
+
 from __future__ import annotations
 
 import math
@@ -88,8 +89,14 @@ class Observer:
     """Accumulates statistics of blocked tensors over calibration batches; `range()` gives (lo, hi)."""
 
     def __init__(
-        self, kind: str, bits: int, symmetric: bool, p: float = 2.0, momentum: float = 0.9,
-        max_elems: int = 1 << 18, seed: int = 0,
+        self,
+        kind: str,
+        bits: int,
+        symmetric: bool,
+        p: float = 2.0,
+        momentum: float = 0.9,
+        max_elems: int = 1 << 18,
+        seed: int = 0,
     ) -> None:
         if kind not in OBSERVERS:
             raise ConfigError(f"observer must be one of {OBSERVERS}, got {kind!r}.")

@@ -29,6 +29,7 @@ Integer ranges:
 
 The step is clamped to >= 1e-8 so an all-zero block quantizes to zero instead of dividing by 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -129,7 +130,9 @@ def dequantize(q: torch.Tensor, step: torch.Tensor, zero: torch.Tensor) -> torch
     return (q - zero) * step
 
 
-def fake_quantize(x: torch.Tensor, step: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+def fake_quantize(
+    x: torch.Tensor, step: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int
+) -> torch.Tensor:
     """Quantize then dequantize (no gradient tricks; use `fake_quantize_ste`/`fake_quantize_lsq` to train)."""
     return dequantize(quantize(x, step, zero, qmin, qmax), step, zero)
 
@@ -144,7 +147,9 @@ def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
     return x * scale + (x - x * scale).detach()
 
 
-def fake_quantize_ste(x: torch.Tensor, step: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+def fake_quantize_ste(
+    x: torch.Tensor, step: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int
+) -> torch.Tensor:
     """Fake quantization with an STE on round: d/dx = 1 inside the range, 0 where clamped.
 
     The clamp acts on the continuous value x/step + zero before rounding, as in LSQ's

@@ -20,6 +20,7 @@ Sources:
   own step's entry (CacheQuant arXiv 2503.01323 / DilateQuant arXiv 2409.14307 TPQ) [paper];
   min-max calibration per step [our choice].
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,12 @@ class UniformQuantizer(QuantizerBase):
     """Uniform affine fake quantizer with an observer, optional LSQ step learning and QDrop mixing."""
 
     def __init__(
-        self, bits: int, symmetric: bool = False, granularity: Granularity = PER_TENSOR,
-        observer: str = "minmax", p: float = 2.0,
+        self,
+        bits: int,
+        symmetric: bool = False,
+        granularity: Granularity = PER_TENSOR,
+        observer: str = "minmax",
+        p: float = 2.0,
     ) -> None:
         super().__init__()
         qrange(bits, symmetric)  # validates
@@ -116,11 +121,15 @@ class UniformQuantizer(QuantizerBase):
         mode = "lsq" if self.step.requires_grad else "ste"
         elems = to_blocks(x, self.granularity).shape[1]
         g = lsq_grad_scale(elems, self.qmax)
-        xq = fake_quantize_blocked(x, self.step, self.zero, self.bits, self.symmetric, self.granularity, mode, g)
+        xq = fake_quantize_blocked(
+            x, self.step, self.zero, self.bits, self.symmetric, self.granularity, mode, g
+        )
         return self.mix(x, xq)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, sym={self.symmetric}, gran={self.granularity.kind}, " + super().extra_repr()
+        return (
+            f"bits={self.bits}, sym={self.symmetric}, gran={self.granularity.kind}, " + super().extra_repr()
+        )
 
 
 class AdaRound(nn.Module):
@@ -157,7 +166,9 @@ class AdaRound(nn.Module):
         self.alpha.requires_grad_(False)
 
 
-def anneal_beta(it: int, iters: int, warmup: float = 0.2, start: float = 20.0, end: float = 2.0) -> float | None:
+def anneal_beta(
+    it: int, iters: int, warmup: float = 0.2, start: float = 20.0, end: float = 2.0
+) -> float | None:
     """AdaRound's beta schedule: None (no regulariser) during warm-up, then linear start -> end."""
     w = int(warmup * iters)
     if it < w:

@@ -21,6 +21,7 @@ they need: the model inputs of the batch, `fp_output()` (the FP network output, 
 gradients), and per-layer errors inside the unit when the callback sets `needs_layer_errors`.
 The model is kept in eval mode throughout (BN uses running statistics, dropout off) [our choice].
 """
+
 from __future__ import annotations
 
 import math
@@ -77,7 +78,9 @@ def _modules(model: nn.Module, unit: Unit) -> list[nn.Module]:
     named = dict(model.named_modules())
     missing = [n for n in unit if n not in named]
     if missing:
-        raise ConfigError(f"Unit names {missing} are not modules of the model. Known e.g.: {list(named)[:12]}.")
+        raise ConfigError(
+            f"Unit names {missing} are not modules of the model. Known e.g.: {list(named)[:12]}."
+        )
     return [named[n] for n in unit]
 
 
@@ -161,8 +164,15 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, ReconContext], torch.Tensor]
 class ReconEngine:
     """Reconstructs units of a calibrated fake-quantized model in place."""
 
-    def __init__(self, model: nn.Module, calib_x: torch.Tensor, config: ReconConfig, seed: int = 0,
-                 forward_fn: Callable | None = None, capture_batch: int = 128) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        calib_x: torch.Tensor,
+        config: ReconConfig,
+        seed: int = 0,
+        forward_fn: Callable | None = None,
+        capture_batch: int = 128,
+    ) -> None:
         self.model, self.calib_x, self.config = model, calib_x, config
         self.forward_fn = forward_fn or (lambda m, xb: m(xb))
         self.capture_batch = capture_batch
@@ -173,7 +183,9 @@ class ReconEngine:
     def fp_output(self) -> torch.Tensor:
         if self._fp_out is None:
             with quant_disabled(self.model):
-                self._fp_out = torch.cat([self.forward_fn(self.model, xb) for xb in batches(self.calib_x, 128)])
+                self._fp_out = torch.cat(
+                    [self.forward_fn(self.model, xb) for xb in batches(self.calib_x, 128)]
+                )
         return self._fp_out
 
     def _layer_error_hooks(self, mods, store):
@@ -182,7 +194,10 @@ class ReconEngine:
             store.append(((out - m.fp_forward(args[0]).detach()) ** 2).mean())
 
         return [
-            sub.register_forward_hook(hook) for m in mods for sub in m.modules() if isinstance(sub, _QuantWeightLayer)
+            sub.register_forward_hook(hook)
+            for m in mods
+            for sub in m.modules()
+            if isinstance(sub, _QuantWeightLayer)
         ]
 
     def reconstruct(self, units: Sequence[Unit], loss_fn: LossFn = default_loss) -> list[dict]:
@@ -221,7 +236,9 @@ class ReconEngine:
             q.drop_prob = cfg.drop_prob
         opt_w = torch.optim.Adam(alphas, lr=cfg.weight_lr) if alphas else None
         opt_s = torch.optim.Adam(steps, lr=cfg.act_lr) if steps else None
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, T_max=cfg.iters, eta_min=0.0) if opt_s else None
+        sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, T_max=cfg.iters, eta_min=0.0) if opt_s else None
+        )
         if hasattr(loss_fn, "start_unit"):
             loss_fn.start_unit(unit)
         needs_layers = getattr(loss_fn, "needs_layer_errors", False)
@@ -267,16 +284,27 @@ class ReconEngine:
             q.drop_prob = 1.0
             if isinstance(q, UniformQuantizer):
                 q.learn_step(False)
-        return {"unit": ",".join(unit), "first_loss": first, "last_loss": last,
-                "n_weight_layers": len(alphas), "n_act_steps": len(steps)}
+        return {
+            "unit": ",".join(unit),
+            "first_loss": first,
+            "last_loss": last,
+            "n_weight_layers": len(alphas),
+            "n_act_steps": len(steps),
+        }
 
 
-def execution_order(model: nn.Module, candidates: dict[str, nn.Module], example: torch.Tensor,
-                    forward_fn: Callable | None = None) -> list[str]:
+def execution_order(
+    model: nn.Module,
+    candidates: dict[str, nn.Module],
+    example: torch.Tensor,
+    forward_fn: Callable | None = None,
+) -> list[str]:
     """Names of `candidates` in the order their forward first runs on `example`."""
     order: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda _m, _a, n=n: order.append(n) if n not in order else None)
-             for n, m in candidates.items()]
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, _a, n=n: order.append(n) if n not in order else None)
+        for n, m in candidates.items()
+    ]
     try:
         with torch.no_grad(), quant_disabled(model):
             (forward_fn or (lambda m, xb: m(xb)))(model, example[:1])

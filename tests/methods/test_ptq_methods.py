@@ -1,4 +1,5 @@
 """Contract test over every registered PTQ method on a tiny random ViT and CNN."""
+
 from __future__ import annotations
 
 import pytest

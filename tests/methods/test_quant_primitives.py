@@ -1,4 +1,5 @@
 """Algebra of the quantization primitives, observers and quantizer modules."""
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,12 @@ def test_zero_is_exactly_representable_and_range_contains_zero():
 
 @pytest.mark.parametrize(
     "gran,shape",
-    [(Granularity("tensor"), (8, 6)), (Granularity("channel", 0), (8, 6, 3, 3)),
-     (Granularity("channel", 1), (2, 5, 7)), (Granularity("group", 0, 4), (8, 12))],
+    [
+        (Granularity("tensor"), (8, 6)),
+        (Granularity("channel", 0), (8, 6, 3, 3)),
+        (Granularity("channel", 1), (2, 5, 7)),
+        (Granularity("group", 0, 4), (8, 12)),
+    ],
 )
 def test_blocked_view_round_trips_and_per_channel_beats_per_tensor(gran, shape):
     x = torch.randn(shape) * torch.linspace(0.1, 5, shape[0]).reshape(-1, *([1] * (len(shape) - 1)))

@@ -1,4 +1,5 @@
 """Reconstruction engine, RepQ-ViT re-parameterisation and MGRQ loss terms."""
+
 from __future__ import annotations
 
 import copy
@@ -36,7 +37,11 @@ X = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(3))
 def test_default_units_cover_blocks_and_layers_in_order():
     vit = quantize_(tiny_vit(), QuantConfig())
     assert default_units(vit, X, "block") == [("patch_embed.proj",), ("blocks.0",), ("blocks.1",), ("head",)]
-    assert default_units(vit, X, "layer")[:3] == [("patch_embed.proj",), ("blocks.0.attn.qkv",), ("blocks.0.attn.proj",)]
+    assert default_units(vit, X, "layer")[:3] == [
+        ("patch_embed.proj",),
+        ("blocks.0.attn.qkv",),
+        ("blocks.0.attn.proj",),
+    ]
     cnn = quantize_(tiny_cnn(), QuantConfig())
     units = default_units(cnn, X, "block")
     assert units[0] == ("0", "1", "2") and units[-1] == ("7",)
@@ -73,9 +78,9 @@ def test_block_reconstruction_beats_nearest_rounding_on_the_unit():
     torch.manual_seed(0)
     base = calibrate(quantize_(tiny_cnn(), QuantConfig(w_bits=2, a_bits=8, first_last_bits=None)), X)
     recon = copy.deepcopy(base)
-    ReconEngine(recon, X, ReconConfig(iters=150, batch_size=32, learn_acts=False, weight_lr=1e-2)).reconstruct(
-        [("0", "1", "2"), ("3", "4", "5")]
-    )
+    ReconEngine(
+        recon, X, ReconConfig(iters=150, batch_size=32, learn_acts=False, weight_lr=1e-2)
+    ).reconstruct([("0", "1", "2"), ("3", "4", "5")])
     fp = tiny_cnn()
     err_base = (base(X) - fp(X)).pow(2).mean()
     err_recon = (recon(X) - fp(X)).pow(2).mean()
@@ -101,7 +106,9 @@ def test_repq_vit_reparameterisation_is_exact_in_fp_and_reproduces_per_channel_c
     model = calibrate(quantize_(copy.deepcopy(fp), QuantConfig(w_bits=8, a_bits=4)), X)
     named = dict(model.named_modules())
     pairs = find_norm_linear_pairs(model, X, FWD)
-    assert pairs["blocks.0.norm1"] == ["blocks.0.attn.qkv"] and pairs["blocks.1.norm2"] == ["blocks.1.mlp.fc1"]
+    assert pairs["blocks.0.norm1"] == ["blocks.0.attn.qkv"] and pairs["blocks.1.norm2"] == [
+        "blocks.1.mlp.fc1"
+    ]
     assert "norm" not in pairs  # the final norm feeds pooling, not a Linear
     norm, lin = named["blocks.0.norm1"], named["blocks.0.attn.qkv"]
     step, zero = channel_qparams(model, norm, X, 4, False, "minmax", 64, FWD)

@@ -1,4 +1,5 @@
 """quantize_ wrappers, attention forwards, bits report, evaluation hygiene and MAC/BOP counts."""
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,16 @@ def tiny_vit(fused: bool = True) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    m = VisionTransformer(img_size=8, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=2,
-                          num_heads=2, mlp_ratio=2.0).eval()
+    m = VisionTransformer(
+        img_size=8,
+        patch_size=4,
+        in_chans=1,
+        num_classes=10,
+        embed_dim=16,
+        depth=2,
+        num_heads=2,
+        mlp_ratio=2.0,
+    ).eval()
     for blk in m.blocks:
         blk.attn.fused_attn = fused
     return m
@@ -39,8 +48,14 @@ def tiny_vit(fused: bool = True) -> nn.Module:
 def tiny_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1),
-        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
     ).eval()
 
 
@@ -112,7 +127,11 @@ def test_quantized_mha_disabled_matches_torch(batch_first):
     kpm = torch.zeros(3, 5, dtype=torch.bool) if batch_first else torch.zeros(5, 3, dtype=torch.bool)
     kpm[0, -1] = True
     kpm = kpm if batch_first else kpm.T.contiguous()
-    causal = torch.ones(5, 5, dtype=torch.bool).triu(1) if batch_first else torch.ones(3, 3, dtype=torch.bool).triu(1)
+    causal = (
+        torch.ones(5, 5, dtype=torch.bool).triu(1)
+        if batch_first
+        else torch.ones(3, 3, dtype=torch.bool).triu(1)
+    )
     for kw in ({}, {"key_padding_mask": kpm}, {"attn_mask": causal}):
         if not batch_first and "key_padding_mask" in kw:
             kw = {"key_padding_mask": torch.zeros(5, 3, dtype=torch.bool)}
