@@ -186,3 +186,20 @@ def test_macs_and_bops_follow_the_definition():
     rows = {r["name"]: r for r in count_macs_bops(vit, X)["layers"]}
     # q k^T over 2 heads, 5 tokens, head dim 8
     assert rows["blocks.0.attn.qk"]["macs"] == 2 * 5 * 5 * 8
+
+
+def test_per_group_weights_and_report_formatting():
+    from methods.quant import format_bits_report
+
+    fp = tiny_vit()
+    q = calibrate(quantize_(copy.deepcopy(fp), QuantConfig(w_bits=3, w_granularity="group", w_group_size=8)), X)
+    wq = q.blocks[0].mlp.fc2.w_quant
+    assert wq.step.shape == (16 * 32 // 8, 1)  # one step per (output channel, group of 8 inputs)
+    per_channel = calibrate(quantize_(copy.deepcopy(fp), QuantConfig(w_bits=3)), X)
+    err_group = (q.blocks[0].mlp.fc2.qweight() - fp.blocks[0].mlp.fc2.weight).pow(2).mean()
+    err_chan = (per_channel.blocks[0].mlp.fc2.qweight() - fp.blocks[0].mlp.fc2.weight).pow(2).mean()
+    assert err_group < err_chan
+    text = format_bits_report(bits_report(q))
+    assert "blocks.0.attn.qkv" in text and "QuantLinear" in text
+    with pytest.raises(ConfigError, match="group_size"):
+        QuantConfig(w_granularity="group")
