@@ -192,7 +192,9 @@ def test_per_group_weights_and_report_formatting():
     from methods.quant import format_bits_report
 
     fp = tiny_vit()
-    q = calibrate(quantize_(copy.deepcopy(fp), QuantConfig(w_bits=3, w_granularity="group", w_group_size=8)), X)
+    q = calibrate(
+        quantize_(copy.deepcopy(fp), QuantConfig(w_bits=3, w_granularity="group", w_group_size=8)), X
+    )
     wq = q.blocks[0].mlp.fc2.w_quant
     assert wq.step.shape == (16 * 32 // 8, 1)  # one step per (output channel, group of 8 inputs)
     per_channel = calibrate(quantize_(copy.deepcopy(fp), QuantConfig(w_bits=3)), X)
