@@ -7,11 +7,13 @@ real and generated sets. Inception weights are a download, so the tiny-scale pla
 formula and its numerics follow the paper and pytorch-fid (see `methods.metrics.frechet`).
 
 Our own design ([inferred]): the classifier (three 3×3 convolutions 32/64/64 with ReLU, stride
-1/2/2, a 64-unit fully connected layer whose ReLU output is the feature, a linear head), no
+1/2/2, a 64-unit fully connected layer with ReLU, a linear head), no
 BatchNorm so features do not depend on batch statistics, ±2 px random shifts and label smoothing
 during training so features vary smoothly with small image changes; 16×16 input in [0, 1], the
-`ddpm-digits` resolution. 8×8 or 32×32 images are resized bilinearly (as `sims.data.digits` does)
-before feature extraction. Digit-FD values are only comparable with the same committed weights.
+`ddpm-digits` resolution. The feature is the 64-unit layer's output *before* its ReLU (after
+the ReLU half the units are dead on real digits, which leaves a rank-deficient Gaussian). 8×8 or
+32×32 images are resized bilinearly (as `sims.data.digits` does) before feature extraction.
+Digit-FD values are only comparable with the same committed weights.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ RECIPE = ClassifierRecipe(steps=1500, batch_size=64, lr=2e-3, weight_decay=1e-4,
 
 
 class DigitsClassifier(nn.Module):
-    """(N,1,16,16) in [0,1] → logits (N,10); `features` gives the 64-d penultimate activations."""
+    """(N,1,16,16) in [0,1] → logits (N,10); `features` gives the 64-d penultimate pre-activations."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,7 +61,9 @@ class DigitsClassifier(nn.Module):
         self.head = nn.Linear(FEATURE_DIM, NUM_CLASSES)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        # Pre-ReLU output of the 64-unit layer: about half the units are dead after the ReLU on
+        # real digits (zero variance), which would leave a rank-deficient, rectified Gaussian.
+        return self.body[:-1](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -103,7 +107,7 @@ def digit_features(
     model: nn.Module | None, images: torch.Tensor | np.ndarray, value_range: tuple[float, float] = (0.0, 1.0),
     batch_size: int = 512,
 ) -> np.ndarray:
-    """Penultimate (64-d) features of `images` as a float64 array (N, 64)."""
+    """Penultimate (64-d, pre-ReLU) features of `images` as a float64 array (N, 64)."""
     model = model if model is not None else load_zoo_model(NAME)
     x = _prepare(images, value_range)
     model.eval()
@@ -123,7 +127,8 @@ def digit_fd(
 
 
 def reference_images(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Sets that show the digit-FD scale: real test/train, pure noise, blurred and shifted test digits."""
+    """Sets that show the digit-FD scale: real train digits (all, and 256 of them: the floor for a
+    256-sample score), uniform noise, blurred and shifted test digits."""
     test, _ = load_digits_split("test", IMAGE_SIZE)
     train, _ = load_digits_split("train", IMAGE_SIZE)
     gen = torch.Generator().manual_seed(seed)
@@ -131,9 +136,10 @@ def reference_images(seed: int = 0) -> dict[str, torch.Tensor]:
     blur = F.conv2d(F.conv2d(test, kernel, padding=1), kernel, padding=1)
     return {
         "train": train,
+        "train256": train[torch.randperm(len(train), generator=gen)[:256]],
         "noise": torch.rand(test.shape, generator=gen),
         "blur3x3x2": blur,
-        "shift2px": torch.roll(test, shifts=(2, 2), dims=(2, 3)),
+        "shift2px": F.pad(test, (2, 0, 2, 0))[:, :, :IMAGE_SIZE, :IMAGE_SIZE],  # down-right, zero fill
     }
 
 
@@ -175,7 +181,7 @@ def train(out_dir: Path | None = None, seed: int = 0, steps: int | None = None) 
     }
     md = f"""# digits-classifier (digit-FD feature model)
 
-Small conv classifier of 16×16 digits in [0, 1] whose 64-d penultimate ReLU features define
+Small conv classifier of 16×16 digits in [0, 1] whose 64-d penultimate features (pre-ReLU) define
 **digit-FD**: the Fréchet distance between Gaussians fitted to the features of two image sets
 (`sims.zoo.digits_classifier.digit_fd`, maths in `methods/metrics/frechet.py`). It stands in for
 FID's Inception features, which would need a download.
@@ -184,9 +190,13 @@ FID's Inception features, which would need a download.
 
 ## Scale of digit-FD (test split, 450 images, against ...)
 
-{card_table(card, ["fd_test_vs_train", "fd_test_vs_shift2px", "fd_test_vs_blur3x3x2", "fd_test_vs_noise"])}
+{card_table(card, ["fd_test_vs_train", "fd_test_vs_train256", "fd_test_vs_blur3x3x2", "fd_test_vs_shift2px",
+                    "fd_test_vs_noise"])}
 
-`fd_test_vs_train` is the floor: two real sets of different digits. Values near it mean
+`fd_test_vs_train` is the floor: two real sets of different digits (`fd_test_vs_train256`: 256
+random real training digits, the floor for a score of 256 generated samples). Blur is a 3×3 box
+filter applied twice; shift moves the test digits 2 px down-right with zero fill; noise is uniform
+in [0, 1]. Values near it mean
 "indistinguishable from real digits to this classifier"; values near `fd_test_vs_noise` mean
 "no digit structure". Digit-FD of N generated samples carries a small-sample bias (fewer samples →
 larger FD), so compare sets of equal size only.
