@@ -5,7 +5,7 @@ Preferences" (Zhikai Li et al., arXiv 2408.14468, CVPR 2025). The official app i
 Space whose core code could not be read, so nothing here follows official code.
 
 Follows the paper:
-- Capability model (§3.2): skill θ_i ~ N(μ_i, σ_i²); a judge sees X_i ~ N(θ_i, β²), β the
+- Capability model: skill θ_i ~ N(μ_i, σ_i²); a judge sees X_i ~ N(θ_i, β²), β the
   preference noise, separate from σ. Leaderboard score S_i = μ_i − η·σ_i, η = 3.
 - Pairwise update (Eqs. 4–8) with c² = 2β² + σ_i² + σ_q², t = (μ_w − μ_l)/c, V = φ/Φ,
   W = V(V + t): μ_w += σ_w²/c·V(t), σ_w² *= 1 − σ_w²/c²·W(t); the loser mirrored. This is the

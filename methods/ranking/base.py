@@ -3,8 +3,8 @@
 Paper: "K-Sort Arena: Efficient and Reliable Benchmarking for Generative Models via K-wise Human
 Preferences" (Li et al., arXiv 2408.14468, CVPR 2025).
 
-What follows the paper: a vote is a judgement of K models shown together, in one of two modes
-(§3.3): "best" (one winner, or a declared tie: K−1 pairwise constraints, the losers unordered) and
+What follows the paper: a vote is a judgement of K models shown together, in one of two modes:
+"best" (one winner, or a declared tie: K−1 pairwise constraints, the losers unordered) and
 "rank" (a full ranking with ties allowed: K(K−1)/2 constraints).
 
 Our own design [inferred]: the `Ranker` protocol, the `Outcome` value type, `BaseRanker`'s

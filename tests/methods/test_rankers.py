@@ -136,3 +136,18 @@ def test_trueskill_ranker_uses_the_library_free_for_all_update():
     (c,), (a,), (b,) = env.rate([(env.create_rating(),)] * 3, ranks=[0, 1, 2])
     assert r.scores()["c"] == pytest.approx(c.mu - 3 * c.sigma)
     assert r.scores()["b"] == pytest.approx(b.mu - 3 * b.sigma)
+
+
+def test_bradley_terry_newton_and_lbfgs_reach_the_same_optimum():
+    from methods.ranking.bradley_terry import bt_negloglik
+
+    rng = np.random.default_rng(3)
+    wins = rng.poisson(2.0, size=(8, 8)).astype(float)
+    np.fill_diagonal(wins, 0.0)
+    wins[0, 1:] += 5  # a strong model, nearly separable
+    a = fit_bradley_terry(wins, 1e-4, solver="newton")
+    b = fit_bradley_terry(wins, 1e-4, maxiter=1000, solver="lbfgs")
+    assert bt_negloglik(a, wins, 1e-4)[0] <= bt_negloglik(b, wins, 1e-4)[0] + 1e-6
+    np.testing.assert_allclose(a, b, atol=1e-3)
+    with pytest.raises(ConfigError):
+        BradleyTerryConfig(solver="sgd")
