@@ -139,16 +139,18 @@ class PTQMethod:
         forward_fn = forward_fn or (lambda m, xb: m(xb))
         qmodel = copy.deepcopy(model).eval()
         torch.manual_seed(seed)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         stats = self.body(qmodel, calib_x, config, seed, forward_fn)
         finalize_for_eval(qmodel)
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu_start
         check_ready_for_eval(qmodel)
         report = {
             "method": self.name,
             "config": config.to_dict(),
             "seed": seed,
             "calib_seconds": seconds,
+            "calib_cpu_seconds": cpu_seconds,
             "calib_images": int(calib_x.shape[0]),
             "bits": bits_report(qmodel),
             "recon": stats,

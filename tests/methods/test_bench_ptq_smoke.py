@@ -1,0 +1,43 @@
+"""Smoke test of sweeps/bench_ptq.py: one model, two methods, one seed; checks the summary contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sweeps.bench_ptq import main, parse_bits
+
+
+def test_parse_bits():
+    assert parse_bits("W2A4") == (2, 4) and parse_bits("w8a8") == (8, 8)
+
+
+@pytest.mark.slow  # ~5 s idle, dominated by run-record and timm imports; 30 s on a loaded machine
+def test_bench_prints_table_and_summary_last(tmp_path, capsys):
+    rc = main(
+        [
+            "--models",
+            "cnn-bn-digits",
+            "--bits",
+            "W4A4",
+            "--methods",
+            "minmax,qdrop",
+            "--seeds",
+            "1",
+            "--iters",
+            "2",
+            "--calib",
+            "32",
+            "--out",
+            str(tmp_path),
+            "--no-plot",
+        ]
+    )
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("run_dir: ")
+    assert lines[-1].startswith("summary: ") and "cnn.W4A4.qdrop=" in lines[-1] and "cnn.fp=" in lines[-1]
+    bench = json.loads(next(tmp_path.rglob("bench.json")).read_text())
+    assert {r["method"] for r in bench["rows"]} == {"minmax", "qdrop"}
+    assert all(0.0 <= r["top1_mean"] <= 1.0 for r in bench["rows"])
