@@ -13,7 +13,7 @@ def test_parse_bits():
     assert parse_bits("W2A4") == (2, 4) and parse_bits("w8a8") == (8, 8)
 
 
-@pytest.mark.slow  # ~5 s idle, dominated by run-record and timm imports; 30 s on a loaded machine
+@pytest.mark.slow  # dominated by imports (torch, timm, the run record): 30 s measured on a loaded machine
 def test_bench_prints_table_and_summary_last(tmp_path, capsys):
     rc = main(
         [
