@@ -236,6 +236,8 @@ class StudyRunner:
         self.outcome = StudyOutcome(run_dir=run_dir)
         self.outcome.recovered_rows = ray.get(self.sink.stats.remote())["recovered_rows"]
         self.trials: dict[int, optuna.Trial] = {}
+        self.meta: dict[int, dict[str, int]] = {}  # number -> root, seed, attempt, retries
+        self._n_waiting = self._n_logical = 0
         # root trial -> (next chunk, checkpoint): lets a retried stream resume after its last
         # landed chunk instead of recounting it (held in driver memory only).
         self.checkpoints: dict[int, tuple[int, Any]] = {}
@@ -254,7 +256,7 @@ class StudyRunner:
                 time.sleep(0.5 * (attempt + 1))
 
     def _base_row(self, trial: optuna.Trial | optuna.trial.FrozenTrial, kind: str, state: str) -> dict[str, Any]:
-        attrs = trial.user_attrs if hasattr(trial, "user_attrs") else {}
+        attrs = self.meta.get(trial.number) or trial.user_attrs
         params = dict(trial.params)
         return {
             "run_id": self.run_id,
@@ -302,6 +304,7 @@ class StudyRunner:
             },
             skip_if_exists=False,
         )
+        self._n_waiting += 1
         self.outcome.retried += 1
         return True
 
@@ -325,42 +328,46 @@ class StudyRunner:
                 added += 1
         return added
 
-    def _waiting(self) -> int:
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
-    def _logical_trials(self) -> int:
-        return sum(1 for t in self.study.get_trials(deepcopy=False)
-                   if "retry_of" not in t.user_attrs and t.state != TrialState.WAITING)
+    def _count_waiting_and_logical(self) -> None:
+        """Read the study once; afterwards the driver (its only writer) keeps the counts itself."""
+        trials = self.study.get_trials(deepcopy=False)
+        self._n_waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
+        self._n_logical = sum(1 for t in trials if t.state != TrialState.WAITING and "retry_of" not in t.user_attrs)
 
     def _next_trial(self) -> optuna.Trial | None:
-        if self._waiting() == 0:
+        popped_waiting = self._n_waiting > 0
+        if not popped_waiting:
             if self.cfg.sampler == "grid":
                 return None
-            if self.cfg.n_trials is not None and self._logical_trials() >= self.cfg.n_trials:
+            if self.cfg.n_trials is not None and self._n_logical >= self.cfg.n_trials:
                 return None
         trial = self.study.ask(fixed_distributions=self.dists)
-        attrs = trial.user_attrs
+        if popped_waiting:
+            self._n_waiting -= 1
+        attrs = trial.user_attrs  # one storage read; the driver keeps its own copy below
+        if not popped_waiting or "retry_of" not in attrs:
+            self._n_logical += 1
         root = int(attrs.get("root", trial.number))
-        if "root" not in attrs:
-            trial.set_user_attr("root", root)
+        meta = {"root": root, "seed": int(attrs.get("seed", derive_seed(self.cfg.seed, root))),
+                "attempt": int(attrs.get("attempt", 1)), "retries": int(attrs.get("retries", 0))}
         if "seed" not in attrs:
-            trial.set_user_attr("seed", derive_seed(self.cfg.seed, root))
-        if "attempt" not in attrs:
-            trial.set_user_attr("attempt", 1)
+            trial.set_user_attr("seed", meta["seed"])
+        self.meta[trial.number] = meta
         self.trials[trial.number] = trial
         return trial
 
     def _submit(self, pool: ActorPool, slot: int, trial: optuna.Trial, chunk: int) -> None:
-        request = {"params": dict(trial.params), "seed": trial.user_attrs["seed"], "trial": trial.number,
+        meta = self.meta[trial.number]
+        request = {"params": dict(trial.params), "seed": meta["seed"], "trial": trial.number,
                    "chunk": chunk, "n_chunks": self.cfg.n_chunks}
-        root = int(trial.user_attrs["root"])
+        root = meta["root"]
         if root in self.checkpoints and self.checkpoints[root][0] == chunk:
             request["checkpoint"] = self.checkpoints[root][1]
-        pool.submit(slot, trial.number, chunk, int(trial.user_attrs["attempt"]), request)
+        pool.submit(slot, trial.number, chunk, meta["attempt"], request)
 
     def _first_chunk(self, trial: optuna.Trial) -> int:
         """A retry resumes at the chunk after the last checkpoint its root trial returned."""
-        root = int(trial.user_attrs["root"])
+        root = self.meta[trial.number]["root"]
         return self.checkpoints[root][0] if root in self.checkpoints else 0
 
     def _handle(self, pool: ActorPool, c: Completion) -> None:
@@ -374,7 +381,7 @@ class StudyRunner:
             self.outcome.failed += 1
             del self.trials[trial.number]
             if c.failure == "actor_died":
-                self._enqueue_retry(dict(trial.params), trial.user_attrs, trial.number)
+                self._enqueue_retry(dict(trial.params), self.meta[trial.number], trial.number)
             return
         r = c.result or {}
         who = {"actor_id": r.get("actor_id"), "node_id": r.get("node_id"),
@@ -383,7 +390,7 @@ class StudyRunner:
                       for row in r.get("rows", [])]
         last = c.job.chunk == self.cfg.n_chunks - 1
         if "checkpoint" in r and not last:
-            self.checkpoints[int(trial.user_attrs["root"])] = (c.job.chunk + 1, r["checkpoint"])
+            self.checkpoints[self.meta[trial.number]["root"]] = (c.job.chunk + 1, r["checkpoint"])
         if not last:
             inter = r.get("intermediate")
             chunk_row = {**self._base_row(trial, "chunk", "RUNNING"), **who, "step": c.job.chunk,
@@ -421,7 +428,7 @@ class StudyRunner:
         self._land(extra_rows + [row])  # flushed before the study learns of it (see module docstring)
         self.study.tell(trial, values)
         self.outcome.complete += 1
-        self.checkpoints.pop(int(trial.user_attrs["root"]), None)
+        self.checkpoints.pop(self.meta[trial.number]["root"], None)
         del self.trials[trial.number]
 
     def run(self, resume: bool = False, on_progress: Callable[[StudyOutcome], None] | None = None) -> StudyOutcome:
@@ -429,6 +436,7 @@ class StudyRunner:
             self.reconcile()
         if self.cfg.sampler == "grid":
             self.enqueue_grid()
+        self._count_waiting_and_logical()
         total = (len(grid_points(self.spec.space)) if self.cfg.sampler == "grid" else self.cfg.n_trials)
         if self.cfg.sampler == "grid" and self.cfg.n_trials is not None:
             total = min(total, self.cfg.n_trials)

@@ -27,11 +27,13 @@ class ToyTask:
 
     def __init__(self, sleep: float = 0.0, marker_dir: str | None = None,
                  crash_at: tuple[Any, Any] | None = None, raise_at: tuple[Any, Any] | None = None,
-                 raise_all: bool = False, load_seconds: float = 0.0, crash_chunk: int = 0) -> None:
+                 raise_all: bool = False, load_seconds: float = 0.0, crash_chunk: int = 0,
+                 cpu_seconds: float = 0.0) -> None:
         time.sleep(load_seconds)
         self.sleep, self.marker_dir = sleep, marker_dir
         self.crash_at, self.raise_at, self.raise_all = crash_at, raise_at, raise_all
         self.crash_chunk = crash_chunk
+        self.cpu_seconds = cpu_seconds
         self.pid = os.getpid()
 
     def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int,
@@ -47,6 +49,7 @@ class ToyTask:
                 marker.write_text(str(os.getpid()))
                 os._exit(1)
         time.sleep(self.sleep)
+        burn_cpu(self.cpu_seconds)
         value = (float(x) - 2.0) ** 2 + float(y)
         done.append(chunk)
         self._done = done
@@ -55,6 +58,15 @@ class ToyTask:
                     "checkpoint": {"done": done}}
         return {"objectives": {"loss": value, "neg": -value},
                 "metrics": {"pid": self.pid, "chunks_seen": ",".join(map(str, done))}}
+
+
+def burn_cpu(seconds: float) -> int:
+    """Pure-Python arithmetic for `seconds` of this process's CPU time (a CPU-bound objective)."""
+    end, n = time.process_time() + seconds, 0
+    while time.process_time() < end:
+        for _ in range(1000):
+            n += 1
+    return n
 
 
 def toy_spec(sweep: str = "toy", study: StudyConfig | None = None, objectives: tuple[str, ...] = ("loss",),
