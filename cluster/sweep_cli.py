@@ -135,7 +135,12 @@ def _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_
     finally:
         if owned:
             ray.shutdown()
+    from cluster.plots import write_study_plots
+
+    study_plots = write_study_plots(runner.study, spec.objectives, run_dir)
     extras = report(run_dir, cfg, outcome) if report is not None else {}
+    if study_plots:
+        print("study plots: " + ", ".join(str(p) for p in study_plots))
     if outcome.best:
         print("best:" if len(spec.objectives) == 1 else "pareto front:")
         print(format_table(outcome.best))
