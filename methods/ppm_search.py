@@ -340,8 +340,8 @@ def _round_sizes(cfg: PPMSearchConfig) -> list[int]:
 def _focus_shots(tracks: list[Track], n_focus: int, cfg: PPMSearchConfig, fov: float,
                  rng: np.random.Generator) -> np.ndarray:
     """Shots around unconverged tracks, ∝ confidence, within the dynamic range r = k σ̂ (clipped)."""
-    active = [t for t in tracks
-              if math.sqrt(t.var) > cfg.stop_sigma_fov * fov and not (cfg.confirm and t.misses >= len(t.shots))]
+    active = [t for t in tracks if math.sqrt(t.var) > cfg.stop_sigma_fov * fov
+              and not (cfg.confirm and t.misses >= len(t.shots))]
     if not active or n_focus <= 0:
         return np.zeros((0, 2))
     conf = np.array([t.conf for t in active])

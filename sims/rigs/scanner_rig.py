@@ -179,7 +179,8 @@ def aim_camera(cfg: ScannerRigConfig, p: g3.Decoded, X: np.ndarray, rng: np.rand
     return cand[np.arange(n), first], good.any(axis=1)
 
 
-def solve_laser_voltage(cfg: ScannerRigConfig, p: g3.Decoded, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def solve_laser_voltage(cfg: ScannerRigConfig, p: g3.Decoded,
+                        X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Laser drive voltage whose sheet passes through each X (Newton, vectorised)."""
     v = np.zeros(len(X))
     eps = 1e-6
@@ -205,6 +206,11 @@ class Observations:
 
     def take(self, n: int) -> Observations:
         return Observations(self.u[:n], self.v_cam[:n], self.v_laser[:n], self.X[:n])
+
+    @staticmethod
+    def concat(parts: list[Observations]) -> Observations:
+        return Observations(*(np.concatenate([getattr(o, f) for o in parts])
+                              for f in ("u", "v_cam", "v_laser", "X")))
 
 
 def observe(cfg: ScannerRigConfig, p: g3.Decoded, X: np.ndarray, rng: np.random.Generator,
@@ -240,7 +246,7 @@ def observe_n(cfg, p, n: int, rng, laser: bool, sampler, noise: bool = True) -> 
         have += len(obs.X)
         if have >= n:
             break
-    cat = Observations(*(np.concatenate([getattr(o, f) for o in parts]) for f in ("u", "v_cam", "v_laser", "X")))
+    cat = Observations.concat(parts)
     if len(cat.X) < n:
         raise ConfigError(f"Only {len(cat.X)} of {n} points are measurable with this geometry; "
                           "widen the mirror voltage ranges or shrink volume_mm.")
@@ -273,7 +279,7 @@ def laser_board_observations(cfg, p, bounds, n: int, rng) -> tuple[Observations,
         have += len(obs.X)
         if have >= n:
             break
-    obs = Observations(*(np.concatenate([getattr(o, f) for o in parts]) for f in ("u", "v_cam", "v_laser", "X"))).take(n)
+    obs = Observations.concat(parts).take(n)
     boards = np.concatenate([np.tile([0.0, 0.0, 1.0], (len(obs.X), 1)), obs.X[:, 2:3]], axis=1)
     return obs, boards
 
@@ -295,15 +301,20 @@ def run_scanner(cfg: ScannerRigConfig, calib: CalibConfig, seed: int, static: bo
     x_true = perturb(cfg, design, x_design, streams[0])
     p_true = g3.decode(design, x_true)
     bounds = volume_bounds(cfg, design)
-    cam = observe_n(cfg, p_true, calib.n_camera_points, streams[1], False, lambda k: board_points(bounds, k, streams[1]))
+    cam = observe_n(cfg, p_true, calib.n_camera_points, streams[1], False,
+                    lambda k: board_points(bounds, k, streams[1]))
     las, boards = laser_board_observations(cfg, p_true, bounds, calib.n_laser_points, streams[2])
-    joint = observe_n(cfg, p_true, calib.n_joint_points, streams[3], True, lambda k: sample_volume(bounds, k, streams[3]))
-    test = observe_n(cfg, p_true, calib.n_test_points, streams[4], True, lambda k: sample_volume(bounds, k, streams[4]))
+    joint = observe_n(cfg, p_true, calib.n_joint_points, streams[3], True,
+                      lambda k: sample_volume(bounds, k, streams[3]))
+    test = observe_n(cfg, p_true, calib.n_test_points, streams[4], True,
+                     lambda k: sample_volume(bounds, k, streams[4]))
 
     out: dict[str, Any] = {"rmse_true_params_mm": _rmse(reconstruction_errors(design, x_true, test)),
                            "rmse_design_mm": _rmse(reconstruction_errors(design, x_design, test))}
     x, wall, nfev = x_design, 0.0, 0
-    prior = (x_design, g3.prior_scale(design, x_design), calib.prior_weight) if calib.prior_weight > 0 else None
+    prior = None
+    if calib.prior_weight > 0:
+        prior = (x_design, g3.prior_scale(design, x_design), calib.prior_weight)
     if calib.tiers in ("all", "staged"):
         r1 = g3.calibrate_camera(design, x, cam.X, cam.u, cam.v_cam, calib.max_nfev, prior)
         r2 = g3.calibrate_laser(design, r1.x, las.u, las.v_cam, las.v_laser, boards, calib.max_nfev, prior)
@@ -311,7 +322,8 @@ def run_scanner(cfg: ScannerRigConfig, calib: CalibConfig, seed: int, static: bo
         out["rmse_staged_mm"] = _rmse(reconstruction_errors(design, x, test))
         out["reproj_rms_px"] = float(np.sqrt(2 * r1.cost / (2 * len(cam.u))))
     if calib.tiers in ("all", "joint"):
-        r3 = g3.calibrate_joint(design, x, joint.u, joint.v_cam, joint.v_laser, joint.X, calib.max_nfev, prior)
+        r3 = g3.calibrate_joint(design, x, joint.u, joint.v_cam, joint.v_laser, joint.X,
+                                calib.max_nfev, prior)
         x, wall, nfev = r3.x, wall + r3.wall_s, nfev + r3.nfev
         out["joint_wall_s"] = r3.wall_s
         out["joint_nfev"] = r3.nfev
@@ -353,4 +365,5 @@ def _build(cls: type, value: Any) -> Any:
             raise ConfigError(f"Unknown {cls.__name__} key {bad[0]!r}. {did_you_mean(bad[0], valid)}")
         vals = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
         return replace(cls(), **vals)
-    raise ConfigError(f"Expected a {cls.__name__}, a dict of overrides or None; received {type(value).__name__}.")
+    raise ConfigError(f"Expected a {cls.__name__}, a dict of overrides or None; "
+                      f"received {type(value).__name__}.")

@@ -321,7 +321,8 @@ class SearchSession:
                 for m, s, c in zip(meas[keep], var[keep], conf[keep], strict=True)]
 
 
-def build_session(cfg: SearchRigConfig, seed: int) -> tuple[SearchSession, dict[str, float], np.random.Generator]:
+def build_session(cfg: SearchRigConfig,
+                  seed: int) -> tuple[SearchSession, dict[str, float], np.random.Generator]:
     """Scene, calibration and detector streams are independent children of `seed`, so every
     method meets the same scene and calibration for a given seed."""
     scene_ss, calib_ss, det_ss, method_ss = np.random.SeedSequence(seed).spawn(4)

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from methods.errors import ConfigError, UnknownNameError
-from methods.route import (ROUTE_PLANNERS, chebyshev_matrix, nearest_neighbour, plan_route,
-                           tour_length, two_opt)
+from methods.route import (
+    ROUTE_PLANNERS,
+    chebyshev_matrix,
+    nearest_neighbour,
+    plan_route,
+    tour_length,
+    two_opt,
+)
 
 
 def test_chebyshev_distance_is_the_longer_axis():
