@@ -1,0 +1,163 @@
+"""Model-shard task: a diffusion U-Net + scheduler loaded once, evaluating cache x quantization configs.
+
+Thin by design (DESIGN.md house rule 3): the maths is in `methods.deepcache` / `methods.cachequant`;
+this class holds the pipeline, the fixed noise seeds, the FP reference samples and a memo of what
+several configurations share (DPS features, cache corrections), and returns plain dicts for the
+generic `actors.evaluator.Evaluator` (task protocol in that module).
+
+A configuration is a point string "N<interval>|<schedule>|<bits>|<corrections>", corrections one
+of none / cache / quant / both (`parse_point`). Metrics: per-sample MACs and BOPs of the sampling
+loop and their speed-ups over FP full compute, wall time of the loop, MSE of the final samples
+against FP samples from the same noise, digit-FD against the real test digits (ddpm-digits-shaped
+models only). Conditional U-Nets from `--model` get an all-zero text embedding of 77 tokens (no text
+encoder is loaded) [inferred]: quality is then MSE vs FP in latent space only.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from methods.cachequant import CQ_SCHEDULES, CacheQuantConfig, prepare_cachequant
+from methods.deepcache import loop_macs, step_macs
+from methods.errors import ConfigError
+from methods.quant import count_macs_bops
+
+CORRECTIONS = {"none": (False, False), "cache": (True, False), "quant": (False, True), "both": (True, True)}
+
+
+def parse_point(point: str) -> dict[str, Any]:
+    """'N5|dps|w8a8|both' -> {interval: 5, schedule: 'dps', bits: 'w8a8', cache_dec: True, quant_dec: True}."""
+    parts = str(point).split("|")
+    if len(parts) != 4 or not parts[0].startswith("N") or not parts[0][1:].isdigit() or parts[3] not in CORRECTIONS:
+        raise ConfigError(f"a grid point is 'N<interval>|<schedule>|<bits>|<{'/'.join(CORRECTIONS)}>', got {point!r}.")
+    cache_dec, quant_dec = CORRECTIONS[parts[3]]
+    return {"interval": int(parts[0][1:]), "schedule": parts[1], "bits": parts[2],
+            "cache_dec": cache_dec, "quant_dec": quant_dec}
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """model: 'auto' (zoo ddpm-digits, untrained if its weights are missing), 'untrained', or a local
+    diffusers folder; steps/samples/calib_samples: DDIM steps, evaluated and calibration samples."""
+
+    model: str = "auto"
+    device: str = "cpu"
+    steps: int = 20
+    samples: int = 64
+    calib_samples: int = 8
+    noise_seed: int = 1234
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 2 or self.samples < 2 or self.calib_samples < 1:
+            raise ConfigError(f"need steps >= 2, samples >= 2, calib_samples >= 1; got {self.steps}, "
+                              f"{self.samples}, {self.calib_samples}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_pipeline(cfg: ShardConfig) -> tuple[torch.nn.Module, Any, str]:
+    from sims.zoo import ddpm_digits as dd
+
+    if cfg.model in ("auto", "untrained"):
+        from sims.zoo.registry import weights_path
+
+        if cfg.model == "auto" and weights_path(dd.NAME).is_file():
+            unet, sched = dd.load("ddim")
+            return unet, sched, dd.NAME
+        torch.manual_seed(0)
+        return dd.build().eval(), dd.build_scheduler("ddim", dd.scheduler_config()), f"{dd.NAME} (untrained)"
+    from sims.zoo.checkpoints import load_diffusers_unet
+
+    ck = load_diffusers_unet(cfg.model, scheduler_kind="ddim")
+    return ck.unet, ck.scheduler, str(cfg.model)
+
+
+class ModelShardTask:
+    def __init__(self, cfg: ShardConfig) -> None:
+        self.cfg, self.device = cfg, torch.device(cfg.device)
+        unet, self.scheduler, self.model_name = load_pipeline(cfg)
+        self.unet = unet.to(self.device).eval()
+        size = unet.config.sample_size
+        size = tuple(size) if isinstance(size, list | tuple) else (size, size)
+        shape = (unet.config.in_channels, *size)
+        gen = torch.Generator().manual_seed(cfg.noise_seed)
+        self.noise = torch.randn((cfg.samples, *shape), generator=gen).to(self.device)
+        self.calib_noise = torch.randn((cfg.calib_samples, *shape), generator=gen).to(self.device)
+        self.cond = self._cond(cfg.samples)
+        self.digits = shape == (1, 16, 16)
+        self.memo: dict = {}
+        fp = self._prepare({"interval": 1, "schedule": "uniform", "bits": "fp", "cache_dec": False, "quant_dec": False})
+        self.fp_samples, self.fp_seconds = self._sample(fp)
+        self.fp_macs = step_macs(fp.dc, self.noise, 500, self._cond(1))["full"]
+        self.fp_bops = self.fp_macs * 32 * 32
+
+    def _cond(self, n: int) -> dict:
+        if type(self.unet).__name__ != "UNet2DConditionModel":
+            return {}
+        return {"encoder_hidden_states": torch.zeros(n, 77, self.unet.config.cross_attention_dim, device=self.device)}
+
+    def _prepare(self, p: dict[str, Any]):
+        if p["schedule"] not in CQ_SCHEDULES:
+            raise ConfigError(f"schedule must be one of {CQ_SCHEDULES}, got {p['schedule']!r}.")
+        cfg = CacheQuantConfig(**p, calib_samples=self.cfg.calib_samples, dps_samples=self.cfg.calib_samples)
+        return prepare_cachequant(self.unet, self.scheduler, self.cfg.steps, cfg, self.calib_noise,
+                                  self._cond(self.cfg.calib_samples), self.memo)
+
+    def _sample(self, sampler) -> tuple[torch.Tensor, float]:
+        t0 = time.perf_counter()
+        x = sampler.sample(self.noise, self.cond)
+        return x, time.perf_counter() - t0
+
+    def _bops(self, sampler) -> tuple[float, float]:
+        """Per-sample BOPs of a full and a cached step (Linear/Conv only, quantized bit widths)."""
+        dc, cond1 = sampler.dc, self._cond(1)
+        x = self.noise[:1]
+        _, feat = dc.full(x, 500, **cond1)
+        full = count_macs_bops(_Fixed(dc, None, cond1), x)["bops"]
+        shallow = count_macs_bops(_Fixed(dc, feat, cond1), x)["bops"]
+        return full, shallow
+
+    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict:
+        p = parse_point(params["point"])
+        sampler = self._prepare(p)
+        x, seconds = self._sample(sampler)
+        steps, refresh = self.cfg.steps, sampler.refresh
+        macs = loop_macs(step_macs(sampler.dc, self.noise, 500, self._cond(1)), steps, refresh)
+        full_b, shallow_b = self._bops(sampler)
+        loop_bops = len(refresh) * full_b + (steps - len(refresh)) * shallow_b
+        mse = float((x - self.fp_samples).pow(2).mean())
+        fd = self._digit_fd(x)
+        metrics = {**p, "model": self.model_name, "refresh": ",".join(map(str, refresh)), "n_refresh": len(refresh),
+                   "bop_speedup": steps * self.fp_bops / loop_bops, "loop_macs": macs["loop_macs"],
+                   "wall_seconds": seconds, "wall_speedup": self.fp_seconds / seconds, "mse": mse,
+                   **{k: v for k, v in sampler.report.items() if isinstance(v, float | int)}}
+        return {"objectives": {"mac_speedup": macs["mac_speedup"], "digit_fd": fd}, "metrics": metrics}
+
+    def _digit_fd(self, x: torch.Tensor) -> float:
+        if not self.digits:
+            return float("nan")
+        from sims.data.digits import load_digits_split
+        from sims.zoo import digits_classifier as dc
+        from sims.zoo.registry import load_zoo_model
+
+        if not hasattr(self, "_classifier"):
+            self._classifier, self._real = load_zoo_model(dc.NAME), load_digits_split("test", 16)[0]
+        return dc.digit_fd(((x.cpu() + 1) / 2).clamp(0, 1), self._real, self._classifier)
+
+
+class _Fixed(torch.nn.Module):
+    """One U-Net path with a fixed timestep, for `count_macs_bops(model, x)`."""
+
+    def __init__(self, dc, feature, cond) -> None:
+        super().__init__()
+        self.unet, self.dc, self.feature, self.cond = dc.unet, dc, feature, cond
+
+    def forward(self, x):
+        if self.feature is None:
+            return self.dc.full(x, 500, **self.cond)[0]
+        return self.dc.shallow(x, 500, self.feature, **self.cond)

@@ -1,0 +1,498 @@
+"""CacheQuant: joint DeepCache-style feature caching and PTQ for diffusion U-Nets, training-free.
+
+Paper: Liu, Li, Gu et al., "CacheQuant: Comprehensively Accelerated Diffusion Models", arXiv
+2503.01323 (CVPR 2025); official code `BienLuky/CacheQuant` (built on EDA-DM). Brief:
+reference/quant.md § 3.
+
+* [code] DPS (`quant/utils.py::Fisher.feature_to_interval_seq_optimal`): record the cached feature
+  F_t of every step on FP trajectories; split the T steps into K = ceil(T/N) consecutive groups with
+  lengths in [ceil(N/2), 2N]; a group [j, n) refreshes at j and costs C(j, n) = sum_{i=j}^{n-1}
+  ||F_i - F_j||_1; dynamic programme D[n][k] = min_j D[j][k-1] + C(j, n), backtracked. `brute_force`
+  enumerates every admissible partition (tests check optimality).
+* [paper, unverified in code] Quantization-aware DPS (`schedule="qdps"`): the same programme with
+  C(j, n) = sum_i ||F^q_j - F_i||_1, where F^q_j is the feature of the *quantized* model at step j
+  (per-timestep calibrated on a refresh-every-step trajectory) — reusing a quantized cache against the
+  FP truth. Our instantiation [inferred]; the released DPS uses FP features only.
+* [code] Cache error correction (DEC, `error_dec/*/..._dec.py --error cache`): for each cached step t
+  and channel c, closed-form least squares of the true feature Y = F_t on the reused cache
+  X = F_r(t): a = Cov(X_c, Y_c)/Var(X_c), b = mean(Y_c) - a mean(X_c), over batch and positions;
+  inference uses a * cache + b. Fitted on the FP model's cached trajectory, one step at a time (each
+  step's X comes from a trajectory already using the earlier corrections) [inferred order].
+* [code] Timestep-aware calibration with one activation (step, zero) per timestep per layer
+  (`num_timesteps = T`), percentile/MSE search (`set_quantize_params.py`); weights asymmetric per
+  channel with the MSE grid; Q-Diffusion split of the skip concatenation (`--split`). The per-step
+  parameters live in the toolbox's `TimestepQuantizer`, indexed by a shared step clock [inferred].
+  Calibration trajectory: the cached sampler with quantized weights and FP activations [inferred].
+* [code] Quantization error correction (`--error quant`): for the layers that consume the
+  (corrected) cache — the 3x3 `conv1` after GroupNorm+SiLU and the 1x1 `conv_shortcut` of the cached
+  up-block's first ResBlock — per step t and output channel, regress the FP output W X on the
+  quantized output W_q Q(X) with the same closed form; applied at every step [inferred: the code
+  fits per step; which steps are corrected is our reading].
+* [inferred] Sizes (calibration/DPS trajectories) are arguments; the paper uses 8 trajectories for
+  DPS and 64 for calibration at T = 250.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from methods.deepcache import SCHEDULES, DeepCacheUNet, cache_schedule, sample_loop
+from methods.errors import ConfigError, did_you_mean
+from methods.qdiffusion import SplitActQuant, apply_split, find_concat_splits
+from methods.quant import QuantConfig, check_ready_for_eval, finalize_for_eval, iter_quantizers, quantize_
+from methods.quant.modules import QuantConv2d, _QuantWeightLayer
+from methods.quant.observers import Observer
+from methods.quant.primitives import choose_qparams
+from methods.quant.quantizers import QuantizerBase, TimestepQuantizer
+from methods.registry import register_method
+
+CQ_SCHEDULES = (*SCHEDULES, "dps", "qdps")
+BITS = {"fp": (None, None), "w8a8": (8, 8), "w4a8": (4, 8), "w6a6": (6, 6), "w4a6": (4, 6)}
+
+
+# --------------------------------------------------------------------------------------- DPS
+def group_bounds(interval: int) -> tuple[int, int]:
+    """Admissible group lengths [ceil(N/2), 2N] [code]."""
+    return math.ceil(interval / 2), 2 * interval
+
+
+def distance_table(feats: list[torch.Tensor], ref: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """d[j, i] = mean over samples of ||F_i - R_j||_1 (R = feats for FP DPS), for j <= i."""
+    ref = feats if ref is None else ref
+    T = len(feats)
+    d = torch.zeros(T, T, dtype=torch.float64)
+    for j in range(T):
+        rj = ref[j].double()
+        for i in range(j, T):
+            d[j, i] = (feats[i].double() - rj).abs().flatten(1).sum(1).mean()
+    return d
+
+
+def group_cost(d: torch.Tensor) -> torch.Tensor:
+    """C[j, n] = sum_{i=j}^{n-1} d[j, i] for 0 <= j < n <= T (inf elsewhere)."""
+    T = d.shape[0]
+    c = torch.full((T + 1, T + 1), math.inf, dtype=torch.float64)
+    for j in range(T):
+        c[j, j + 1:] = torch.cumsum(d[j, j:], 0)
+    return c
+
+
+def dps(cost: torch.Tensor, steps: int, groups: int, lo: int, hi: int) -> tuple[list[int], float]:
+    """Minimum-cost partition of [0, steps) into `groups` runs of length in [lo, hi]; (starts, cost)."""
+    if not lo * groups <= steps <= hi * groups:
+        raise ConfigError(
+            f"cannot split {steps} steps into {groups} groups of length {lo}..{hi}; choose another cache "
+            "interval or number of steps."
+        )
+    D = torch.full((steps + 1, groups + 1), math.inf, dtype=torch.float64)
+    arg = torch.full((steps + 1, groups + 1), -1, dtype=torch.long)
+    D[0, 0] = 0.0
+    for k in range(1, groups + 1):
+        for n in range(k * lo, min(k * hi, steps) + 1):
+            for j in range(max(0, n - hi), n - lo + 1):
+                v = D[j, k - 1] + cost[j, n]
+                if v < D[n, k]:
+                    D[n, k], arg[n, k] = v, j
+    starts, n = [], steps
+    for k in range(groups, 0, -1):
+        j = int(arg[n, k])
+        starts.append(j)
+        n = j
+    return sorted(starts), float(D[steps, groups])
+
+
+def brute_force(cost: torch.Tensor, steps: int, groups: int, lo: int, hi: int) -> tuple[list[int], float]:
+    """Exhaustive search over all compositions (test oracle for `dps`)."""
+    best: tuple[list[int], float] = ([], math.inf)
+    for lengths in itertools.product(range(lo, hi + 1), repeat=groups):
+        if sum(lengths) != steps:
+            continue
+        starts = [sum(lengths[:k]) for k in range(groups)]
+        total = sum(float(cost[s, s + n]) for s, n in zip(starts, lengths, strict=True))
+        if total < best[1]:
+            best = (starts, total)
+    if not best[0]:
+        raise ConfigError(f"no partition of {steps} steps into {groups} groups of length {lo}..{hi}.")
+    return best
+
+
+def schedule_cost(cost: torch.Tensor, refresh: list[int], steps: int) -> float:
+    """The DP objective of any schedule (to compare uniform / non-uniform with DPS)."""
+    bounds = [*sorted(refresh), steps]
+    return float(sum(cost[a, b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)))
+
+
+def dps_schedule(feats: list[torch.Tensor], interval: int, ref: list[torch.Tensor] | None = None) -> list[int]:
+    steps = len(feats)
+    groups = math.ceil(steps / interval)
+    if groups <= 1 or interval <= 1:
+        return list(range(0, steps, max(interval, 1)))
+    lo, hi = group_bounds(interval)
+    return dps(group_cost(distance_table(feats, ref)), steps, groups, lo, hi)[0]
+
+
+@torch.no_grad()
+def record_features(dc: DeepCacheUNet, scheduler: Any, noise: torch.Tensor, steps: int,
+                    refresh: list[int] | None = None, cond: dict | None = None, clock: Any = None) -> list[torch.Tensor]:
+    """The feature entering the cached up-block at every step (refresh at every step by default)."""
+    feats: list[torch.Tensor] = []
+    on_step = (lambda i, t: clock.set(i)) if clock is not None else None
+    sample_loop(dc, scheduler, noise, steps, refresh or list(range(steps)), cond=cond, on_step=on_step,
+                record=lambda i, t, x, f, r: feats.append(f.clone()))
+    return feats
+
+
+# --------------------------------------------------------------------------------------- regressions
+def channel_affine(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (dim 1) least squares y ~ a x + b over all other dims: a = Cov/Var, b = mean(y) - a mean(x)."""
+    if x.shape != y.shape or x.dim() < 2:
+        raise ConfigError(f"channel_affine needs equal shapes with a channel dim, got {tuple(x.shape)} and {tuple(y.shape)}.")
+    xc = x.transpose(0, 1).reshape(x.shape[1], -1).double()
+    yc = y.transpose(0, 1).reshape(y.shape[1], -1).double()
+    mx, my = xc.mean(1), yc.mean(1)
+    var = ((xc - mx[:, None]) ** 2).mean(1)
+    cov = ((xc - mx[:, None]) * (yc - my[:, None])).mean(1)
+    a = torch.where(var > eps, cov / var.clamp_min(eps), torch.zeros_like(var))
+    return a.float(), (my - a * mx).float()
+
+
+def apply_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return x * a.reshape(shape) + b.reshape(shape)
+
+
+class CacheCorrection:
+    """Per cached step (a, b) for the reused cache; `fit=True` fits each step on first use."""
+
+    def __init__(self, dc: DeepCacheUNet, cond: dict | None = None) -> None:
+        self.dc, self.cond, self.params, self.fitting = dc, cond or {}, {}, False
+        self.errors: dict[int, tuple[float, float]] = {}  # step -> (error before, after) while fitting
+
+    def __call__(self, i: int, t: Any, x: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
+        if self.fitting:
+            _, truth = self.dc.full(x, t, **self.cond)
+            a, b = channel_affine(cache, truth)
+            self.params[i] = (a, b)
+            fixed = apply_affine(cache, a, b)
+            self.errors[i] = (float((cache - truth).pow(2).mean()), float((fixed - truth).pow(2).mean()))
+            return fixed
+        if i not in self.params:
+            return cache
+        return apply_affine(cache, *self.params[i])
+
+
+# --------------------------------------------------------------------------------------- per-step quantizers
+class StepClock:
+    """The current sampling step, shared by every per-timestep quantizer and correction."""
+
+    def __init__(self) -> None:
+        self.i = 0
+
+    def set(self, i: int) -> None:
+        self.i = int(i)
+
+
+class StepActQuant(QuantizerBase):
+    """Activation quantizer with one (step, zero) per sampling step (a `TimestepQuantizer` + clock)."""
+
+    def __init__(self, bits: int, steps: int, clock: StepClock, symmetric: bool = False,
+                 observer: str = "percentile", max_elems: int = 1 << 15) -> None:
+        super().__init__()
+        self.role, self.bits, self.clock = "act", bits, clock
+        self.tq = TimestepQuantizer(bits, steps, symmetric)
+        self.tq.role = "act_table"  # not an independent activation quantizer: the parent owns it
+        self.observer_kind, self.max_elems = observer, max_elems
+        self._obs: Observer | None = None
+
+    def start_observing(self) -> None:
+        self._obs = Observer(self.observer_kind, self.bits, self.tq.symmetric, max_elems=self.max_elems)
+        self.observing = True
+
+    def finish_observing(self) -> None:
+        """Store the observed range as the current step's entry."""
+        if self._obs is not None and self._obs.has_data:
+            lo, hi = self._obs.range()
+            step, zero = choose_qparams(lo.reshape(()), hi.reshape(()), self.bits, self.tq.symmetric)
+            with torch.no_grad():
+                self.tq.step[self.clock.i] = step
+                self.tq.zero[self.clock.i] = zero
+        self._obs, self.observing = None, False
+        self.calibrated = self.tq.calibrated = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observing and self._obs is not None:
+            self._obs.update(x.detach().reshape(1, -1))
+        if not self.enabled or not self.calibrated:
+            return x
+        return self.tq(x, torch.full((x.shape[0],), self.clock.i, dtype=torch.long))
+
+
+class CorrectedLayer(nn.Module):
+    """A QuantConv2d whose output gets a per-step, per-channel affine quantization-error correction."""
+
+    def __init__(self, layer: _QuantWeightLayer, clock: StepClock) -> None:
+        super().__init__()
+        self.layer, self.clock, self.params, self.fitting = layer, clock, {}, False
+        self.errors: dict[int, tuple[float, float]] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer(x)
+        i = self.clock.i
+        if self.fitting:
+            truth = self.layer.fp_forward(x)
+            self.params[i] = channel_affine(y, truth)
+            fixed = apply_affine(y, *self.params[i])
+            self.errors[i] = (float((y - truth).pow(2).mean()), float((fixed - truth).pow(2).mean()))
+            return fixed
+        return apply_affine(y, *self.params[i]) if i in self.params else y
+
+
+def quant_dec_targets(dc: DeepCacheUNet) -> list[str]:
+    """conv1 and conv_shortcut of the first ResBlock of the cached up-block (the cache consumers)."""
+    res = dc.cache_block.resnets[0]
+    pre = f"up_blocks.{dc.up_index}.resnets.0"
+    return [f"{pre}.{n}" for n in ("conv1", "conv_shortcut") if getattr(res, n, None) is not None]
+
+
+# --------------------------------------------------------------------------------------- config + pipeline
+@dataclass(frozen=True)
+class CacheQuantConfig:
+    """One configuration of the cache x quantization grid.
+
+    interval: cache interval N (1 = no caching); schedule: uniform | nonuniform | dps | qdps;
+    bits: fp | w8a8 | w4a8 | ...; cache_dec / quant_dec: the two corrections; split: Q-Diffusion
+    split of skip concatenations; branch: DeepCache branch; calib_samples / dps_samples:
+    trajectories used for calibration / DPS.
+    """
+
+    interval: int = 5
+    schedule: str = "dps"
+    bits: str = "w8a8"
+    cache_dec: bool = True
+    quant_dec: bool = True
+    split: bool = True
+    branch: int = 0
+    calib_samples: int = 8
+    dps_samples: int = 8
+    act_observer: str = "percentile"
+    seed: int = 0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.interval, int) or self.interval < 1:
+            raise ConfigError(f"interval must be an int >= 1, got {self.interval!r}.")
+        if self.schedule not in CQ_SCHEDULES:
+            raise ConfigError(f"schedule must be one of {CQ_SCHEDULES}, got {self.schedule!r}. "
+                              f"{did_you_mean(str(self.schedule), CQ_SCHEDULES)}")
+        if self.bits not in BITS:
+            raise ConfigError(f"bits must be one of {list(BITS)}, got {self.bits!r}. {did_you_mean(str(self.bits), BITS)}")
+        if self.schedule == "qdps" and self.bits == "fp":
+            raise ConfigError("schedule 'qdps' needs a quantized model; use bits w8a8/w4a8 or schedule 'dps'.")
+        if self.calib_samples < 1 or self.dps_samples < 1:
+            raise ConfigError(f"calib_samples and dps_samples must be >= 1, got {self.calib_samples}, {self.dps_samples}.")
+        if self.version != 1:
+            raise ConfigError(f"CacheQuantConfig version {self.version} is unknown; this code reads version 1.")
+
+    @property
+    def quantized(self) -> bool:
+        return self.bits != "fp"
+
+    def quant_config(self) -> QuantConfig:
+        w, a = BITS[self.bits]
+        return QuantConfig(w_bits=w, a_bits=a, a_observer=self.act_observer, quant_matmul=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def search_space() -> dict[str, tuple]:
+        return {"interval": ("categorical", [1, 2, 3, 5, 10]), "schedule": ("categorical", list(CQ_SCHEDULES)),
+                "bits": ("categorical", ["fp", "w8a8", "w4a8"]), "cache_dec": ("categorical", [False, True]),
+                "quant_dec": ("categorical", [False, True])}
+
+
+@dataclass
+class CacheQuantSampler:
+    """A prepared configuration: `sample(noise)` runs the cached (and quantized, corrected) sampler."""
+
+    dc: DeepCacheUNet
+    scheduler: Any
+    steps: int
+    refresh: list[int]
+    clock: StepClock
+    cache_fix: CacheCorrection | None = None
+    report: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        return sample_loop(self.dc, self.scheduler, noise, self.steps, self.refresh, cond=cond,
+                           on_step=lambda i, t: self.clock.set(i), transform_cache=self.cache_fix)
+
+
+def _mean_errors(errors: dict[int, tuple[float, float]]) -> tuple[float, float]:
+    if not errors:
+        return float("nan"), float("nan")
+    return (sum(e[0] for e in errors.values()) / len(errors), sum(e[1] for e in errors.values()) / len(errors))
+
+
+def step_act_quantizers(model: nn.Module) -> list[StepActQuant]:
+    return [m for m in model.modules() if isinstance(m, StepActQuant)]
+
+
+@torch.no_grad()
+def quantize_per_timestep(
+    unet: nn.Module, config: CacheQuantConfig, scheduler: Any, steps: int, refresh: list[int],
+    noise: torch.Tensor, clock: StepClock, cache_fix: CacheCorrection | None = None, cond: dict | None = None,
+) -> nn.Module:
+    """Fake-quantized copy of `unet` with per-timestep activation ranges calibrated along the cached
+    trajectory of `noise` (quantized weights, FP activations while observing)."""
+    qc = config.quant_config()
+    qm = quantize_(copy.deepcopy(unet), qc).eval()
+
+    def make(layer: _QuantWeightLayer) -> StepActQuant:
+        return StepActQuant(layer.a_bits, steps, clock, qc.a_symmetric, config.act_observer)
+
+    for _, layer in list(qm.named_modules()):
+        if isinstance(layer, _QuantWeightLayer):
+            layer.calibrate_weight()
+            layer.a_quant = make(layer)
+    if config.split:
+        t_mid = int(scheduler.config.num_train_timesteps) // 2
+        apply_split(qm, find_concat_splits(unet, noise, t_mid, cond), make)
+    qm.to(next(unet.parameters()).device)  # the new quantizer tables start on the CPU
+    acts = step_act_quantizers(qm)
+    for q in acts:
+        q.enabled = False
+
+    def on_step(i, t):
+        clock.set(i)
+        for q in acts:
+            q.start_observing()
+
+    def done(*_):
+        for q in acts:
+            q.finish_observing()
+
+    sample_loop(DeepCacheUNet(qm, config.branch), scheduler, noise, steps, refresh, cond=cond,
+                on_step=on_step, transform_cache=cache_fix, record=done)
+    for q in acts:
+        q.enabled = True
+    for m in qm.modules():
+        if isinstance(m, SplitActQuant):
+            m.finish_observing()
+    return qm
+
+
+@torch.no_grad()
+def prepare_cachequant(
+    unet: nn.Module, scheduler: Any, steps: int, config: CacheQuantConfig, calib_noise: torch.Tensor,
+    cond: dict | None = None, memo: dict | None = None,
+) -> CacheQuantSampler:
+    """Schedule (uniform / non-uniform / DPS / quantization-aware DPS), cache DEC, per-timestep
+    quantization, quantization DEC; returns an evaluation-ready sampler with a report.
+
+    `memo` (a dict the caller keeps) caches what several configurations share: the FP DPS features,
+    the quantized features of quantization-aware DPS and fitted cache corrections. The caller must
+    keep one memo per (model, scheduler, steps, calibration noise).
+    """
+    start = time.perf_counter()
+    cond = cond or {}
+    clock = StepClock()
+    fp_dc = DeepCacheUNet(unet, config.branch)
+    dps_noise, cal_noise = calib_noise[: config.dps_samples], calib_noise[: config.calib_samples]
+    report: dict[str, Any] = {}
+    memo = {} if memo is None else memo
+    refresh = _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise, clock, cond, report, memo)
+    report["refresh"] = list(refresh)
+    cache_fix = None
+    if config.cache_dec and len(refresh) < steps:
+        key = ("cache_fix", config.branch, tuple(refresh), config.calib_samples)
+        if key not in memo:
+            memo[key] = fit_cache_correction(fp_dc, scheduler, steps, refresh, cal_noise, cond)
+        cache_fix = memo[key]
+        report["cache_dec_mse_before"], report["cache_dec_mse_after"] = _mean_errors(cache_fix.errors)
+    dc = fp_dc
+    if config.quantized:
+        qm = quantize_per_timestep(unet, config, scheduler, steps, refresh, cal_noise, clock, cache_fix, cond)
+        dc = DeepCacheUNet(qm, config.branch)
+        if config.quant_dec:
+            _fit_quant_dec(dc, scheduler, steps, refresh, cal_noise, clock, cache_fix, cond, report)
+        finalize_for_eval(qm)
+        check_ready_for_eval(qm)
+    report["calib_seconds"] = time.perf_counter() - start
+    return CacheQuantSampler(dc, scheduler, steps, list(refresh), clock, cache_fix, report)
+
+
+@torch.no_grad()
+def fit_cache_correction(dc: DeepCacheUNet, scheduler: Any, steps: int, refresh: list[int], noise: torch.Tensor,
+                         cond: dict | None = None) -> CacheCorrection:
+    """Cache DEC fitted step by step along the cached trajectory of `noise` (errors kept per step)."""
+    fix = CacheCorrection(dc, cond)
+    fix.fitting = True
+    sample_loop(dc, scheduler, noise, steps, refresh, cond=cond, transform_cache=fix)
+    fix.fitting = False
+    return fix
+
+
+def _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise, clock, cond, report, memo):
+    if config.interval == 1:
+        return list(range(steps))
+    if config.schedule in SCHEDULES:
+        return cache_schedule(config.schedule, steps, config.interval)
+    key = ("feats", config.branch, config.dps_samples)
+    if key not in memo:
+        memo[key] = record_features(fp_dc, scheduler, dps_noise, steps, cond=cond)
+    feats, ref = memo[key], None
+    if config.schedule == "qdps":
+        qkey = ("qfeats", config.branch, config.bits, config.split, config.dps_samples, config.calib_samples)
+        if qkey not in memo:
+            qfull = quantize_per_timestep(unet, config, scheduler, steps, list(range(steps)), cal_noise, clock,
+                                          None, cond)
+            memo[qkey] = record_features(DeepCacheUNet(qfull, config.branch), scheduler, dps_noise, steps,
+                                         cond=cond, clock=clock)
+        ref = memo[qkey]
+    refresh = dps_schedule(feats, config.interval, ref)
+    cost = group_cost(distance_table(feats))  # report both schedules on the FP objective
+    report["dps_objective"] = schedule_cost(cost, refresh, steps)
+    report["uniform_objective"] = schedule_cost(cost, cache_schedule("uniform", steps, config.interval), steps)
+    return refresh
+
+
+def _fit_quant_dec(dc, scheduler, steps, refresh, noise, clock, cache_fix, cond, report) -> None:
+    layers = []
+    for name in quant_dec_targets(dc):
+        layer = dc.unet.get_submodule(name)
+        if not isinstance(layer, QuantConv2d):
+            continue
+        parent, attr = name.rsplit(".", 1)
+        wrapped = CorrectedLayer(layer, clock)
+        setattr(dc.unet.get_submodule(parent), attr, wrapped)
+        layers.append(wrapped)
+    for w in layers:
+        w.fitting = True
+    sample_loop(dc, scheduler, noise, steps, refresh, cond=cond, on_step=lambda i, t: clock.set(i),
+                transform_cache=cache_fix)
+    errs: dict[int, tuple[float, float]] = {}
+    for k, w in enumerate(layers):
+        w.fitting = False
+        errs.update({k * steps + i: e for i, e in w.errors.items()})
+    report["quant_dec_mse_before"], report["quant_dec_mse_after"] = _mean_errors(errs)
+
+
+@register_method("cachequant")
+def cachequant_method(unet, scheduler, steps, config=None, calib_noise=None, cond=None, memo=None) -> CacheQuantSampler:
+    """Registry entry: `prepare_cachequant` with defaults (calibration noise seeded `config.seed`)."""
+    config = config or CacheQuantConfig()
+    if calib_noise is None:
+        size = unet.config.sample_size
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        n = max(config.calib_samples, config.dps_samples)
+        calib_noise = torch.randn((n, unet.config.in_channels, *size), generator=torch.Generator().manual_seed(config.seed))
+    return prepare_cachequant(unet, scheduler, steps, config, calib_noise, cond, memo)

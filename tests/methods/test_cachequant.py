@@ -1,0 +1,153 @@
+"""CacheQuant: DPS optimality, closed-form corrections, per-timestep quantizers, end-to-end preparation."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from methods.cachequant import (
+    CacheQuantConfig,
+    CorrectedLayer,
+    StepActQuant,
+    StepClock,
+    brute_force,
+    channel_affine,
+    dps,
+    dps_schedule,
+    fit_cache_correction,
+    group_bounds,
+    group_cost,
+    distance_table,
+    prepare_cachequant,
+    schedule_cost,
+    step_act_quantizers,
+)
+from methods.deepcache import DeepCacheUNet, uniform_schedule
+from methods.errors import ConfigError
+from methods.quant import check_ready_for_eval
+
+STEPS = 8
+
+
+def tiny_unet():
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       norm_num_groups=8).eval()
+
+
+def tiny_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dps_equals_brute_force_T12_K3(seed):
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = group_bounds(4)  # N = 4 -> lengths 2..8, K = ceil(12/4) = 3
+    d = torch.rand(12, 12, generator=gen, dtype=torch.float64).triu()
+    cost = group_cost(d)
+    starts, best = dps(cost, 12, 3, lo, hi)
+    bf_starts, bf_best = brute_force(cost, 12, 3, lo, hi)
+    assert best == pytest.approx(bf_best) and starts[0] == 0
+    assert schedule_cost(cost, starts, 12) == pytest.approx(best)
+    assert best <= schedule_cost(cost, uniform_schedule(12, 4), 12) + 1e-12
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dps_on_feature_distances_matches_brute_force(seed):
+    gen = torch.Generator().manual_seed(seed)
+    feats = list(torch.randn(10, 2, 3, 4, 4, generator=gen).cumsum(0))  # drifting features
+    cost = group_cost(distance_table(feats))
+    lo, hi = group_bounds(3)
+    k = math.ceil(10 / 3)
+    assert dps(cost, 10, k, lo, hi)[1] == pytest.approx(brute_force(cost, 10, k, lo, hi)[1])
+    sched = dps_schedule(feats, 3)
+    assert sched[0] == 0 and len(sched) == k
+
+
+def test_dps_infeasible_bounds_raise():
+    with pytest.raises(ConfigError, match="cannot split"):
+        dps(group_cost(torch.zeros(5, 5, dtype=torch.float64)), 5, 1, 1, 2)
+
+
+def test_channel_affine_equals_lstsq():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 5, 5, generator=gen)
+    y = 1.7 * x + 0.3 * torch.randn(4, 3, 5, 5, generator=gen) - 0.2
+    a, b = channel_affine(x, y)
+    for c in range(3):
+        xc, yc = x[:, c].reshape(-1, 1).double(), y[:, c].reshape(-1, 1).double()
+        sol = torch.linalg.lstsq(torch.cat([xc, torch.ones_like(xc)], 1), yc).solution
+        assert a[c].item() == pytest.approx(sol[0].item(), rel=1e-4)
+        assert b[c].item() == pytest.approx(sol[1].item(), abs=1e-4)
+
+
+def test_cache_correction_lowers_every_cached_step_error():
+    unet, sched = tiny_unet(), tiny_scheduler()
+    noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    fix = fit_cache_correction(DeepCacheUNet(unet, 0), sched, STEPS, [0, 4], noise)
+    assert sorted(fix.errors) == [1, 2, 3, 5, 6, 7]
+    for before, after in fix.errors.values():
+        assert after <= before + 1e-9
+    assert sum(a for _, a in fix.errors.values()) < sum(b for b, _ in fix.errors.values())
+
+
+def test_prepare_quantized_with_both_corrections():
+    unet, sched = tiny_unet(), tiny_scheduler()
+    noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    cfg = CacheQuantConfig(interval=4, schedule="dps", bits="w4a8", calib_samples=4, dps_samples=4)
+    s = prepare_cachequant(unet, sched, STEPS, cfg, noise)
+    rep = s.report
+    assert s.refresh[0] == 0 and len(s.refresh) == 2
+    assert rep["dps_objective"] <= rep["uniform_objective"] + 1e-9
+    assert rep["cache_dec_mse_after"] < rep["cache_dec_mse_before"]
+    # the quantization correction lowers the consumer layers' output error at every step
+    layers = [m for m in s.dc.unet.modules() if isinstance(m, CorrectedLayer)]
+    assert len(layers) == 2
+    for layer in layers:
+        assert len(layer.errors) == STEPS
+        assert all(after <= before + 1e-9 for before, after in layer.errors.values())
+    assert rep["quant_dec_mse_after"] < rep["quant_dec_mse_before"]
+    check_ready_for_eval(s.dc.unet)
+    # one activation range per timestep: the tables differ across steps
+    q = step_act_quantizers(s.dc.unet)[0]
+    assert q.tq.step.numel() == STEPS and q.tq.step[s.refresh].unique().numel() == len(s.refresh)
+    out = s.sample(noise)
+    assert out.shape == noise.shape and torch.isfinite(out).all()
+
+
+def test_step_act_quant_uses_the_clock_entry():
+    clock = StepClock()
+    q = StepActQuant(4, 3, clock, observer="minmax")
+    for i, scale in enumerate((1.0, 10.0, 100.0)):
+        clock.set(i)
+        q.start_observing()
+        q(torch.linspace(-scale, scale, 101).reshape(1, 1, -1))
+        q.finish_observing()
+    steps = q.tq.step.tolist()
+    assert steps[0] < steps[1] < steps[2]
+    x = torch.linspace(-1, 1, 101).reshape(1, 1, -1)
+    clock.set(0)
+    fine = (q(x) - x).abs().max()
+    clock.set(2)
+    coarse = (q(x) - x).abs().max()
+    assert fine < coarse
+
+
+def test_qdps_schedule_and_config_validation():
+    unet, sched = tiny_unet(), tiny_scheduler()
+    noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    cfg = CacheQuantConfig(interval=4, schedule="qdps", bits="w4a8", cache_dec=False, quant_dec=False,
+                           calib_samples=2, dps_samples=2)
+    s = prepare_cachequant(unet, sched, STEPS, cfg, noise)
+    assert s.refresh[0] == 0 and len(s.refresh) == 2
+    with pytest.raises(ConfigError, match="qdps"):
+        CacheQuantConfig(schedule="qdps", bits="fp")
+    with pytest.raises(ConfigError, match="bits"):
+        CacheQuantConfig(bits="w3a3x")
+    assert "schedule" in CacheQuantConfig.search_space()
