@@ -132,10 +132,12 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, curve in res["curves"].items():
-        if "noise=0.0" in label and ("ksort" in label or "elo" in label):
-            ax.plot(curve["votes"], curve["mse"], label=label.replace(" noise=0.0", ""))
+        if label.endswith(" noise=0.0") and ("ksort" in label or "elo" in label):
+            style = "-" if "ksort" in label else "--"
+            ax.plot(curve["votes"], curve["mse"], style, lw=1, label=label.removesuffix(" noise=0.0"))
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_ylim(bottom=0.0)
     ax.set_xlabel("votes")
     ax.set_ylabel("rank MSE (seed 0, noise 0)")
     ax.legend(fontsize=7)
