@@ -20,7 +20,7 @@ def _post_job(url: str, token: str | None) -> int:
     req = urllib.request.Request(f"{url}/api/jobs/", data=json.dumps({"entrypoint": "echo evfarm"}).encode(),
                                  headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=90) as resp:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
