@@ -281,15 +281,15 @@ class PPM:
         if not inhibit:
             idx = rng.choice(len(self.weight), size=n, p=self.weight / self.weight.sum())
             return self.px_to_v(self.px[idx] + rng.uniform(-0.5, 0.5, (n, 2)))
-        # Sequential draws on a scratch copy: each planned shot suppresses its own footprint,
-        # so a round does not pile shots onto one spot.
+        # Sequential draws on a scratch copy: each planned shot suppresses its own footprint
+        # (at the pixel centre's voltage), so a round does not pile shots onto one spot.
         saved = self.weight.copy()
-        out = np.empty((n, 2))
+        picks = np.empty(n, dtype=int)
         for k in range(n):
             cdf = np.cumsum(self.weight)
-            i = int(np.searchsorted(cdf, rng.uniform(0, cdf[-1]), side="right"))
-            out[k] = self.px_to_v(self.px[min(i, len(cdf) - 1)] + rng.uniform(-0.5, 0.5, 2))[0]
-            self.inhibit(out[k], p_detect)
+            picks[k] = min(int(np.searchsorted(cdf, rng.uniform(0, cdf[-1]), side="right")), len(cdf) - 1)
+            self.inhibit(self.v[picks[k]], p_detect)
+        out = self.px_to_v(self.px[picks] + rng.uniform(-0.5, 0.5, (n, 2)))
         self.weight = saved
         return out
 

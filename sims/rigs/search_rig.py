@@ -44,7 +44,7 @@ class SearchRigConfig:
     field_v: float = 10.0               # side of the square voltage field (±5 V)
     fov_v: float = 0.45                 # search-camera field of view in mirror volts
     search_px: int = 224                # detector input side, pixels (224 px ↔ fov_v)
-    wide_px: int = 256                  # wide-angle label map side
+    wide_px: int = 128                  # wide-angle label map side (≈ 0.09 V per pixel)
     wide_half_angle_deg: float = 24.0   # wide camera half field of view
     wide_k1: float = -0.08              # wide camera radial distortion
     wide_roll_rad: float = 0.01         # roll between wide camera and galvo axes

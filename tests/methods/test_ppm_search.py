@@ -51,8 +51,8 @@ def test_ppm_beats_uniform_and_raster_at_equal_shots(runs):
 
 
 def test_probability_search_refines_localisation(runs):
-    # Measured on these seeds: fused 0.0098 V; best single look at the same tracks 0.0126 V
-    # (−22 %); PPM alone, one look per target, 0.0215 V (−54 %). The ≥ 30 % cut of systems.md
+    # Measured on these seeds: fused 0.0083 V; best single look at the same tracks 0.0104 V
+    # (−20 %); PPM alone, one look per target, 0.0246 V (−66 %). The ≥ 30 % cut of systems.md
     # holds against one look without the search, not against the best of the re-shots.
     fused = _mean(runs["ppm_search"], "loc_err_v")
     single = _mean(runs["ppm_search"], "loc_err_single_v")
