@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     print("RMSE in mm (floor: true parameters, same noise)\n" + head + "\n" + "-" * len(head))
     for r in rows:
         print(f"{r['seed']:4d} {r['rmse_design_mm']:8.1f} {r['rmse_true_params_mm']:7.3f} "
-              f"{r['rmse_staged_mm']:7.3f} {r['rmse_mm']:7.3f} {r['max_err_mm']:6.2f} {r['joint_wall_s']:7.2f} "
+              f"{r['rmse_staged_mm']:7.3f} {r['rmse_mm']:7.3f} {r['max_err_mm']:6.2f} "
+              f"{r['joint_wall_s']:7.2f} "
               f"{r['static_rmse_mm']:7.3f} {r['static_max_err_mm']:7.2f} {r['static_rmse_ratio']:6.2f} "
               f"{r['span_x_mm']:6.0f}×{r['span_y_mm']:4.0f}×{r['span_z_mm']:4.0f}")
 

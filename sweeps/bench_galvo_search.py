@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     print(head + "\n" + "-" * len(head))
     for label, rows in results.items():
         print(f"{label:28s} {mean(rows, 'recall'):7.3f} {mean(rows, 'recall_localised'):7.3f} "
-              f"{mean(rows, 'precision'):6.3f} {mean(rows, 'loc_err_v'):8.4f} {mean(rows, 'loc_err_px'):7.2f} "
+              f"{mean(rows, 'precision'):6.3f} {mean(rows, 'loc_err_v'):8.4f} "
+              f"{mean(rows, 'loc_err_px'):7.2f} "
               f"{mean(rows, 'loc_err_single_v'):8.4f} {mean(rows, 'total_time_s'):7.3f} "
               f"{mean(rows, 'system_fps'):6.1f} {mean(rows, 'mean_move_v'):7.3f}")
 
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
           f"ppm_over_uniform={ratio:.2f} loc_err_ppm_v={mean(ppm, 'loc_err_v'):.4f} "
           f"loc_err_search_v={mean(srch, 'loc_err_v'):.4f} refine_cut_vs_single={cut_single:.2f} "
           f"refine_cut_vs_ppm={cut_vs_ppm:.2f} system_fps={mean(ppm, 'system_fps'):.1f} "
-          f"fps_settle4ms_identity={route_fps['identity']:.1f} fps_settle4ms_nn2opt={route_fps['nn2opt']:.1f} "
+          f"fps_settle4ms_identity={route_fps['identity']:.1f} "
+          f"fps_settle4ms_nn2opt={route_fps['nn2opt']:.1f} "
           f"wall_s={wall:.1f}")
     return 0
 
