@@ -1,0 +1,181 @@
+"""CacheQuant grid: cache interval x schedule x bits x corrections of a diffusion U-Net, on model shards.
+
+    python sweeps/cachequant_grid.py                                 # default grid (`make run`)
+    python sweeps/cachequant_grid.py --model /path/to/ddpm-pipeline --device cuda --set task.steps=50
+    python sweeps/cachequant_grid.py --set intervals='[2,5,10]' --set task.samples=256
+
+Every trial is one configuration "N<interval>|<schedule>|<bits>|<corrections>" evaluated by a
+`actors.model_shard.ModelShardTask` (pipeline loaded once per actor, FP reference samples from
+the same fixed noise): MAC speed-up of the sampling loop (objective, maximised), digit-FD of the
+samples (objective, minimised), plus BOP speed-up, CPU wall-clock speed-up and MSE vs FP. Baselines
+FP / quant-only (interval 1) are always included; schedules are uniform, DPS and quantization-aware
+DPS ('qdps', quantized models only); corrections 'none' (the naive DeepCache + PTQ combination) or
+'both' (CacheQuant's cache DEC + quantization DEC; FP models get cache DEC only).
+
+Default sizes (chosen so the grid finishes in a few minutes on a fresh 2-core machine, Ray start
+included): ddpm-digits, 20 DDIM steps, 64 evaluated samples, 8 calibration/DPS trajectories,
+intervals (3, 5), bits (fp, w8a8, w4a8) -> 35 trials on 2 one-CPU shards. The paper's settings
+(250 / 50 steps, 64 calibration trajectories, N = 20 / 5) are reachable with --set.
+Writes `pareto.png` (speed-up vs digit-FD and vs MSE) and `table.md` into the run directory.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python sweeps/cachequant_grid.py` from a checkout without install
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from actors.model_shard import CORRECTIONS, ModelShardTask, ShardConfig
+from cluster.results import read_table, summarise_trials
+from cluster.study import StudyConfig, StudySpec
+from cluster.sweep_cli import format_table, run_sweep
+from methods.cachequant import BITS, CQ_SCHEDULES
+from methods.errors import ConfigError
+
+COLUMNS = ("trial_number", "point", "mac_speedup", "bop_speedup", "wall_speedup", "digit_fd", "mse", "n_refresh")
+
+
+@dataclass(frozen=True)
+class CacheQuantGridConfig:
+    study: StudyConfig = StudyConfig(sampler="grid", actors=2, profile="shard_cpu1")
+    task: ShardConfig = field(default_factory=ShardConfig)
+    intervals: tuple[int, ...] = (3, 5)
+    schedules: tuple[str, ...] = ("uniform", "dps", "qdps")
+    bits: tuple[str, ...] = ("fp", "w8a8", "w4a8")
+    corrections: tuple[str, ...] = ("none", "both")
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        checks = (("intervals", self.intervals, None), ("schedules", self.schedules, CQ_SCHEDULES),
+                  ("bits", self.bits, tuple(BITS)), ("corrections", self.corrections, tuple(CORRECTIONS)))
+        for name, values, allowed in checks:
+            if not values:
+                raise ConfigError(f"{name} must not be empty.")
+            bad = [v for v in values if (allowed is not None and v not in allowed)
+                   or (allowed is None and (not isinstance(v, int) or v < 2))]
+            if bad:
+                want = f"values from {list(allowed)}" if allowed else "cache intervals >= 2 (1 is the baseline)"
+                raise ConfigError(f"{name}: expected {want}, got {bad}.")
+
+
+def grid(cfg: CacheQuantGridConfig) -> list[str]:
+    """Baselines (interval 1) then every valid interval x schedule x bits x corrections point."""
+    points = [f"N1|uniform|{b}|none" for b in cfg.bits]
+    for n in cfg.intervals:
+        for sched in cfg.schedules:
+            for b in cfg.bits:
+                if sched == "qdps" and b == "fp":
+                    continue  # quantization-aware DPS needs a quantized model
+                for corr in cfg.corrections:
+                    if b == "fp" and corr in ("quant", "both"):
+                        corr = "cache" if corr == "both" else "none"  # no quantization error to correct
+                    points.append(f"N{n}|{sched}|{b}|{corr}")
+    return list(dict.fromkeys(points))
+
+
+def build_spec(cfg: CacheQuantGridConfig) -> StudySpec:
+    return StudySpec(
+        sweep="cachequant_grid",
+        objectives=("mac_speedup", "digit_fd"),
+        directions=("maximize", "minimize"),
+        space={"point": ("categorical", grid(cfg))},
+        task_factory=partial(ModelShardTask, cfg.task),
+        study=cfg.study,
+    )
+
+
+def pareto(rows: list[dict[str, Any]], speed: str, quality: str) -> list[dict[str, Any]]:
+    """Rows not dominated in (higher `speed`, lower `quality`)."""
+    ok = [r for r in rows if r.get(speed) is not None and r.get(quality) is not None]
+    return [r for r in ok if not any(
+        o[speed] >= r[speed] and o[quality] <= r[quality] and (o[speed] > r[speed] or o[quality] < r[quality])
+        for o in ok)]
+
+
+def report(run_dir: Path, cfg: CacheQuantGridConfig, outcome: Any) -> dict[str, Any]:
+    trials = [r for r in summarise_trials(read_table(run_dir)) if r["state"] == "COMPLETE"]
+    rows = [{k: r.get(k) for k in COLUMNS} for r in trials]
+    print(format_table(rows))
+    if not trials:
+        return {}
+    (run_dir / "table.md").write_text(_markdown(rows))
+    plot = _plot(run_dir, trials)
+    print(f"pareto plot: {plot}")
+    front = pareto(trials, "bop_speedup", "mse")
+    fp = next((r for r in trials if r["point"].startswith("N1|uniform|fp")), None)
+    out = {"plot": str(plot), "table": str(run_dir / "table.md"), "pareto_points": len(front)}
+    if fp is not None:
+        out["fp_digit_fd"] = fp["digit_fd"]
+    best = max((r for r in trials if r["point"].endswith("|both")), key=lambda r: r["mac_speedup"], default=None)
+    if best is not None:
+        out.update(cachequant_mac_speedup=best["mac_speedup"], cachequant_bop_speedup=best["bop_speedup"])
+    return out
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(run_dir: Path, trials: list[dict[str, Any]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colors = {"fp": "tab:blue", "w8a8": "tab:green", "w4a8": "tab:red"}
+    markers = {"none": "x", "cache": "s", "quant": "^", "both": "o"}
+    for ax, (speed, quality) in zip(axes, (("mac_speedup", "digit_fd"), ("bop_speedup", "mse")), strict=True):
+        for r in trials:
+            _, sched, bits, corr = r["point"].split("|")
+            ax.scatter(r[speed], r[quality], c=colors.get(bits, "tab:gray"), marker=markers[corr], s=30)
+        front = sorted(pareto(trials, speed, quality), key=lambda r: r[speed])
+        ax.plot([r[speed] for r in front], [r[quality] for r in front], "k--", lw=0.8, label="Pareto front")
+        ax.set_xlabel(speed.replace("_", " ") + " (x)")
+        ax.set_ylabel(quality)
+        if speed == "bop_speedup":
+            ax.set_xscale("log")
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=b) for b, c in colors.items()]
+    handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=k) for k, m in markers.items()]
+    axes[0].legend(handles=handles, fontsize=7)
+    fig.suptitle("CacheQuant grid: speed-up vs quality (colour = bits, marker = corrections)")
+    fig.tight_layout()
+    path = run_dir / "pareto.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _add_arguments(p) -> None:
+    p.add_argument("--model", help="local diffusers pipeline or U-Net folder (default: the zoo's ddpm-digits)")
+    p.add_argument("--device", help="torch device of the shards, e.g. cuda (uses the shard_gpu1 profile)")
+
+
+def _config_from_args(args) -> list[str]:
+    out = []
+    if args.model:
+        out.append(f'task.model="{args.model}"')
+    if args.device:
+        out.append(f'task.device="{args.device}"')
+        if args.device.startswith("cuda"):
+            out.append('study.profile="shard_gpu1"')
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_sweep(argv, sweep="cachequant_grid", description=__doc__.splitlines()[0],
+                     config_cls=CacheQuantGridConfig, build_spec=build_spec, report=report,
+                     add_arguments=_add_arguments, config_from_args=_config_from_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
