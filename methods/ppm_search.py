@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from methods.errors import ConfigError
-from methods.registry import Registry
+from methods.registry import Registry, register_method
 from methods.route import plan_route
 
 
@@ -43,6 +43,7 @@ class SearchMethod:
 
 
 SEARCH_METHODS: Registry[SearchMethod] = Registry("search method")
+MERGE_L1_V = 0.12   # duplicate-merge radius of the authors' code, used by the one-round baselines
 
 
 def register_search(name: str, config_cls: type) -> Callable:
@@ -313,21 +314,21 @@ def raster(session: Any, cfg: RasterConfig, rng: np.random.Generator) -> list[Tr
     rows = [np.stack([centres if r % 2 == 0 else centres[::-1], np.full(n, centres[r])], axis=1)
             for r in range(n)]   # snake, starting with the top rows of the view (Vy < 0)
     shots = np.vstack(rows)[: cfg.budget]
-    return merge_detections(_fire_routed(session, shots, cfg.planner), 0.12, fuse=False)
+    return merge_detections(_fire_routed(session, shots, cfg.planner), MERGE_L1_V, fuse=False)
 
 
 @register_search("uniform", UniformConfig)
 def uniform(session: Any, cfg: UniformConfig, rng: np.random.Generator) -> list[Track]:
     lim = session.field_v / 2 - session.fov_v / 2
     shots = rng.uniform(-lim, lim, (cfg.budget, 2))
-    return merge_detections(_fire_routed(session, shots, cfg.planner), 0.12, fuse=False)
+    return merge_detections(_fire_routed(session, shots, cfg.planner), MERGE_L1_V, fuse=False)
 
 
 @register_search("ppm", PPMConfig)
 def ppm_sampling(session: Any, cfg: PPMConfig, rng: np.random.Generator) -> list[Track]:
     ppm = PPM(session, cfg.gamma, cfg.explore)
     shots = ppm.sample(cfg.budget, rng, cfg.inhibit, cfg.assumed_p_detect)
-    return merge_detections(_fire_routed(session, shots, cfg.planner), 0.12, fuse=False)
+    return merge_detections(_fire_routed(session, shots, cfg.planner), MERGE_L1_V, fuse=False)
 
 
 def _round_sizes(cfg: PPMSearchConfig) -> list[int]:
@@ -394,3 +395,7 @@ def ppm_probability_search(session: Any, cfg: PPMSearchConfig, rng: np.random.Ge
     if cfg.confirm:
         tracks = [t for t in tracks if len(t.shots) > t.misses]
     return tracks
+
+
+# The project-wide method registry lists the paper's method itself (its SearchMethod spec).
+register_method("ppm_search")(SEARCH_METHODS.get("ppm_search"))

@@ -397,6 +397,10 @@ def evaluate_search(rig_config: SearchRigConfig | dict | None, method_name: str,
         method_config = spec.config_cls()
     elif isinstance(method_config, dict):
         method_config = _from_dict(spec.config_cls, method_config)
+    if not isinstance(method_config, spec.config_cls) or not isinstance(rig_config, SearchRigConfig):
+        raise ConfigError(f"Method {method_name!r} needs a {spec.config_cls.__name__} (or a dict of "
+                          f"overrides) and a SearchRigConfig; received {type(method_config).__name__} "
+                          f"and {type(rig_config).__name__}.")
     session, extra, rng = build_session(rig_config, seed)
     tracks = spec.run(session, method_config, rng)
     out = search_metrics(session, tracks, extra)

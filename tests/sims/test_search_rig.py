@@ -90,6 +90,8 @@ def test_config_errors_say_what_to_do():
         evaluate_search({"settle": 1e-3}, "ppm", None, 0)
     with pytest.raises(UnknownNameError, match="ppm_search"):
         evaluate_search(None, "ppm_serch", None, 0)
+    with pytest.raises(ConfigError, match="PPMSearchConfig"):
+        evaluate_search(None, "ppm_search", SearchRigConfig(), 0)
     with pytest.raises(ConfigError, match="class_priors"):
         SearchRigConfig(bands=(("lake", 1.0),))
 
