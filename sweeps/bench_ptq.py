@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -54,6 +55,15 @@ VIT_STANDIN = {
 def parse_bits(text: str) -> tuple[int, int]:
     w, a = text.upper().lstrip("W").split("A")
     return int(w), int(a)
+
+
+def parse_override(text: str, config_cls: type) -> tuple[str, Any]:
+    """'key=value' with the value cast to the type of the config field's default."""
+    key, _, value = text.partition("=")
+    default = config_cls.__dataclass_fields__[key].default if key in config_cls.__dataclass_fields__ else ""
+    return key, type(default)(value) if isinstance(default, (int, float)) and not isinstance(
+        default, bool
+    ) else value
 
 
 def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -124,7 +134,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         for bits in args.bits.split(","):
             w_bits, a_bits = parse_bits(bits)
             for method in methods:
-                spec = PTQ_METHODS.get(method)
+                name, *overrides = method.split(":")  # e.g. mgrq:lambda_global=0:lambda_local=0
+                spec = PTQ_METHODS.get(name)
                 accs, secs, cpus = [], [], []
                 for seed in range(args.seeds):
                     gen = torch.Generator().manual_seed(1000 + seed)
@@ -134,6 +145,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         kw.update(iters=args.iters, batch_size=32, weight_lr=args.weight_lr)
                         if args.act_lr is not None:
                             kw["act_lr"] = args.act_lr
+                    kw.update(parse_override(o, spec.config_cls) for o in overrides)
                     res = spec.run(model, calib, spec.make_config(**kw), seed=seed)
                     accs.append(top1(res.model, x_test, y_test))
                     secs.append(res.report["calib_seconds"])
@@ -209,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="cnn-bn-digits,vit-digits")
     ap.add_argument("--bits", default="W4A4,W2A4")
-    ap.add_argument("--methods", default="", help="comma-separated subset (default: all registered)")
+    ap.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated subset (default: all registered); 'name:key=value' overrides a config field, "
+        "e.g. mgrq:lambda_global=0:lambda_local=0",
+    )
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--calib", type=int, default=128, help="calibration images per seed")
     ap.add_argument("--iters", type=int, default=60, help="reconstruction iterations per unit")
@@ -245,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     for m, acc in res["fp_top1"].items():
         parts.append(f"{short.get(m, m)}.fp={acc:.4f}")
     for r in res["rows"]:
-        parts.append(f"{short.get(r['model'], r['model'])}.{r['bits']}.{r['method']}={r['top1_mean']:.4f}")
+        key = re.sub(
+            r"[^A-Za-z0-9_.+-]", "_", f"{short.get(r['model'], r['model'])}.{r['bits']}.{r['method']}"
+        )
+        parts.append(f"{key}={r['top1_mean']:.4f}")
     print("summary: " + " ".join(parts))
     return 0
 

@@ -24,7 +24,9 @@ hand, so everything below the abstract level is **[inferred]** (reference/quant.
   regulariser dominate and MGRQ stayed at nearest rounding: cnn-bn-digits W2A4 top-1 0.52 vs
   QDrop's 0.97 in bench_ptq.)
   lambda_g = lambda_l = 1.
-Iterations default to 200 per block at tiny scale (family default 20 000).
+Iterations default to 200 per block at tiny scale (family default 20 000). Ablations: `init='plain'`
+(min-max/observer init instead of RepQ-ViT) and lambda_global = lambda_local = 0 (plain QDrop-style
+block reconstruction on the same init).
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ import torch.nn.functional as F
 from methods.errors import ConfigError
 from methods.ptq.common import ReconPTQConfig, register_ptq
 from methods.ptq.repq_vit import repq_init
+from methods.quant import calibrate, quantize_
 from methods.quant.recon import ReconContext, ReconEngine, default_units, lp_loss
 
+INITS = ("repq_vit", "plain")  # 'plain': quantize_ + calibrate with the config's observers (ablation)
 EPS = 1e-6  # floor of the normalisers: a term that starts at ~0 must not be blown up by 1/0
 
 
@@ -50,9 +54,12 @@ class MGRQConfig(ReconPTQConfig):
     lambda_global: float = 1.0
     lambda_local: float = 1.0
     temperature: float = 1.0
+    init: str = "repq_vit"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.init not in INITS:
+            raise ConfigError(f"init must be one of {INITS}, got {self.init!r}.")
         if self.lambda_global < 0 or self.lambda_local < 0 or self.temperature <= 0:
             raise ConfigError(
                 f"lambda_global/lambda_local must be >= 0 and temperature > 0, got {self.lambda_global}, "
@@ -119,7 +126,11 @@ class MGRQLoss:
     "mgrq", MGRQConfig, "RepQ-ViT init + block recon + global KL + local layer supervision [inferred]"
 )
 def run_mgrq(model, calib_x, config: MGRQConfig, seed, forward_fn):
-    repq_init(model, calib_x, config, forward_fn)
+    if config.init == "repq_vit":
+        repq_init(model, calib_x, config, forward_fn)
+    else:
+        quantize_(model, config.quant_config())
+        calibrate(model, calib_x, config.calib_batch, forward_fn)
     loss = MGRQLoss(config.lambda_global, config.lambda_local, config.temperature)
     engine = ReconEngine(model, calib_x, config.recon_config(), seed, forward_fn)
     return engine.reconstruct(default_units(model, calib_x, "block"), loss)
