@@ -73,3 +73,11 @@ def test_config_errors_and_search_spaces():
         fields = cls().to_dict()
         assert fields["version"] == 1
         assert all(k in fields for k in cls.search_space())
+
+
+@pytest.mark.slow
+def test_default_calibration_is_seconds_not_minutes():
+    r = evaluate_scanner(None, None, seed=0)
+    assert r["joint_wall_s"] < 60 and r["calib_wall_s"] < 60
+    assert r["rmse_mm"] < 1.2 * r["rmse_true_params_mm"]
+    assert 3 < r["static_rmse_ratio"] < 8
