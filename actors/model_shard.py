@@ -21,18 +21,19 @@ from typing import Any
 import torch
 
 from methods.cachequant import CQ_SCHEDULES, CacheQuantConfig, prepare_cachequant
-from methods.deepcache import loop_macs, step_macs
+from methods.deepcache import loop_macs, step_bops, step_macs
 from methods.errors import ConfigError
-from methods.quant import count_macs_bops
 
 CORRECTIONS = {"none": (False, False), "cache": (True, False), "quant": (False, True), "both": (True, True)}
 
 
 def parse_point(point: str) -> dict[str, Any]:
-    """'N5|dps|w8a8|both' -> {interval: 5, schedule: 'dps', bits: 'w8a8', cache_dec: True, quant_dec: True}."""
+    """'N5|dps|w8a8|both' -> {interval: 5, schedule: 'dps', bits: 'w8a8', cache_dec/quant_dec: True}."""
     parts = str(point).split("|")
-    if len(parts) != 4 or not parts[0].startswith("N") or not parts[0][1:].isdigit() or parts[3] not in CORRECTIONS:
-        raise ConfigError(f"a grid point is 'N<interval>|<schedule>|<bits>|<{'/'.join(CORRECTIONS)}>', got {point!r}.")
+    bad = len(parts) != 4 or not parts[0].startswith("N") or not parts[0][1:].isdigit()
+    if bad or parts[3] not in CORRECTIONS:
+        raise ConfigError(
+            f"a grid point is 'N<interval>|<schedule>|<bits>|<{'/'.join(CORRECTIONS)}>', got {point!r}.")
     cache_dec, quant_dec = CORRECTIONS[parts[3]]
     return {"interval": int(parts[0][1:]), "schedule": parts[1], "bits": parts[2],
             "cache_dec": cache_dec, "quant_dec": quant_dec}
@@ -91,16 +92,17 @@ class ModelShardTask:
         self.cond = self._cond(cfg.samples)
         self.digits = shape == (1, 16, 16)
         self.memo: dict = {}
-        fp = self._prepare({"interval": 1, "schedule": "uniform", "bits": "fp", "cache_dec": False, "quant_dec": False})
+        fp = self._prepare(parse_point("N1|uniform|fp|none"))
         fp.sample(self.noise[:2], self._cond(2))  # warm-up, so the timed FP loop is not the first call
         self.fp_samples, self.fp_seconds = self._sample(fp)
         self.fp_macs = step_macs(fp.dc, self.noise, 500, self._cond(1))["full"]
-        self.fp_bops = self.fp_macs * 32 * 32
+        self.fp_bops = step_bops(fp.dc, self.noise, 500, self._cond(1))["full"]
 
     def _cond(self, n: int) -> dict:
         if type(self.unet).__name__ != "UNet2DConditionModel":
             return {}
-        return {"encoder_hidden_states": torch.zeros(n, 77, self.unet.config.cross_attention_dim, device=self.device)}
+        dim = self.unet.config.cross_attention_dim
+        return {"encoder_hidden_states": torch.zeros(n, 77, dim, device=self.device)}
 
     def _prepare(self, p: dict[str, Any]):
         if p["schedule"] not in CQ_SCHEDULES:
@@ -114,26 +116,19 @@ class ModelShardTask:
         x = sampler.sample(self.noise, self.cond)
         return x, time.perf_counter() - t0
 
-    def _bops(self, sampler) -> tuple[float, float]:
-        """Per-sample BOPs of a full and a cached step (Linear/Conv only, quantized bit widths)."""
-        dc, cond1 = sampler.dc, self._cond(1)
-        x = self.noise[:1]
-        _, feat = dc.full(x, 500, **cond1)
-        full = count_macs_bops(_Fixed(dc, None, cond1), x)["bops"]
-        shallow = count_macs_bops(_Fixed(dc, feat, cond1), x)["bops"]
-        return full, shallow
-
     def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict:
         p = parse_point(params["point"])
         sampler = self._prepare(p)
         x, seconds = self._sample(sampler)
         steps, refresh = self.cfg.steps, sampler.refresh
         macs = loop_macs(step_macs(sampler.dc, self.noise, 500, self._cond(1)), steps, refresh)
-        full_b, shallow_b = self._bops(sampler)
+        bops = step_bops(sampler.dc, self.noise, 500, self._cond(1))
+        full_b, shallow_b = bops["full"], bops["shallow"]
         loop_bops = len(refresh) * full_b + (steps - len(refresh)) * shallow_b
         mse = float((x - self.fp_samples).pow(2).mean())
         fd = self._digit_fd(x)
-        metrics = {**p, "model": self.model_name, "refresh": ",".join(map(str, refresh)), "n_refresh": len(refresh),
+        metrics = {**p, "model": self.model_name, "refresh": ",".join(map(str, refresh)),
+                   "n_refresh": len(refresh),
                    "bop_speedup": steps * self.fp_bops / loop_bops, "loop_macs": macs["loop_macs"],
                    "wall_seconds": seconds, "wall_speedup": self.fp_seconds / seconds, "mse": mse,
                    **{k: v for k, v in sampler.report.items() if isinstance(v, float | int)}}
@@ -149,16 +144,3 @@ class ModelShardTask:
         if not hasattr(self, "_classifier"):
             self._classifier, self._real = load_zoo_model(dc.NAME), load_digits_split("test", 16)[0]
         return dc.digit_fd(((x.cpu() + 1) / 2).clamp(0, 1), self._real, self._classifier)
-
-
-class _Fixed(torch.nn.Module):
-    """One U-Net path with a fixed timestep, for `count_macs_bops(model, x)`."""
-
-    def __init__(self, dc, feature, cond) -> None:
-        super().__init__()
-        self.unet, self.dc, self.feature, self.cond = dc.unet, dc, feature, cond
-
-    def forward(self, x):
-        if self.feature is None:
-            return self.dc.full(x, 500, **self.cond)[0]
-        return self.dc.shallow(x, 500, self.feature, **self.cond)

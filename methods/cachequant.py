@@ -46,7 +46,7 @@ from torch import nn
 from methods.deepcache import SCHEDULES, DeepCacheUNet, cache_schedule, sample_loop
 from methods.errors import ConfigError, did_you_mean
 from methods.qdiffusion import SplitActQuant, apply_split, find_concat_splits
-from methods.quant import QuantConfig, check_ready_for_eval, finalize_for_eval, iter_quantizers, quantize_
+from methods.quant import QuantConfig, check_ready_for_eval, finalize_for_eval, quantize_
 from methods.quant.modules import QuantConv2d, _QuantWeightLayer
 from methods.quant.observers import Observer
 from methods.quant.primitives import choose_qparams
@@ -129,7 +129,8 @@ def schedule_cost(cost: torch.Tensor, refresh: list[int], steps: int) -> float:
     return float(sum(cost[a, b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)))
 
 
-def dps_schedule(feats: list[torch.Tensor], interval: int, ref: list[torch.Tensor] | None = None) -> list[int]:
+def dps_schedule(feats: list[torch.Tensor], interval: int,
+                 ref: list[torch.Tensor] | None = None) -> list[int]:
     steps = len(feats)
     groups = math.ceil(steps / interval)
     if groups <= 1 or interval <= 1:
@@ -140,7 +141,8 @@ def dps_schedule(feats: list[torch.Tensor], interval: int, ref: list[torch.Tenso
 
 @torch.no_grad()
 def record_features(dc: DeepCacheUNet, scheduler: Any, noise: torch.Tensor, steps: int,
-                    refresh: list[int] | None = None, cond: dict | None = None, clock: Any = None) -> list[torch.Tensor]:
+                    refresh: list[int] | None = None, cond: dict | None = None,
+                    clock: Any = None) -> list[torch.Tensor]:
     """The feature entering the cached up-block at every step (refresh at every step by default)."""
     feats: list[torch.Tensor] = []
     on_step = (lambda i, t: clock.set(i)) if clock is not None else None
@@ -151,9 +153,10 @@ def record_features(dc: DeepCacheUNet, scheduler: Any, noise: torch.Tensor, step
 
 # --------------------------------------------------------------------------------------- regressions
 def channel_affine(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (dim 1) least squares y ~ a x + b over all other dims: a = Cov/Var, b = mean(y) - a mean(x)."""
+    """Per-channel (dim 1) least squares y ~ a x + b over the other dims: a = Cov/Var, b = E[y] - a E[x]."""
     if x.shape != y.shape or x.dim() < 2:
-        raise ConfigError(f"channel_affine needs equal shapes with a channel dim, got {tuple(x.shape)} and {tuple(y.shape)}.")
+        raise ConfigError(
+            f"channel_affine needs equal shapes with a channel dim, got {tuple(x.shape)}, {tuple(y.shape)}.")
     xc = x.transpose(0, 1).reshape(x.shape[1], -1).double()
     yc = y.transpose(0, 1).reshape(y.shape[1], -1).double()
     mx, my = xc.mean(1), yc.mean(1)
@@ -292,13 +295,15 @@ class CacheQuantConfig:
             raise ConfigError(f"schedule must be one of {CQ_SCHEDULES}, got {self.schedule!r}. "
                               f"{did_you_mean(str(self.schedule), CQ_SCHEDULES)}")
         if self.bits not in BITS:
-            raise ConfigError(f"bits must be one of {list(BITS)}, got {self.bits!r}. {did_you_mean(str(self.bits), BITS)}")
+            hint = did_you_mean(str(self.bits), BITS)
+            raise ConfigError(f"bits must be one of {list(BITS)}, got {self.bits!r}. {hint}")
         if self.schedule == "qdps" and self.bits == "fp":
-            raise ConfigError("schedule 'qdps' needs a quantized model; use bits w8a8/w4a8 or schedule 'dps'.")
+            raise ConfigError("schedule 'qdps' needs a quantized model; use bits w8a8/w4a8 or 'dps'.")
         if self.calib_samples < 1 or self.dps_samples < 1:
-            raise ConfigError(f"calib_samples and dps_samples must be >= 1, got {self.calib_samples}, {self.dps_samples}.")
+            raise ConfigError(
+                f"calib_samples and dps_samples must be >= 1, got {self.calib_samples}, {self.dps_samples}.")
         if self.version != 1:
-            raise ConfigError(f"CacheQuantConfig version {self.version} is unknown; this code reads version 1.")
+            raise ConfigError(f"CacheQuantConfig version {self.version} is unknown; this code reads 1.")
 
     @property
     def quantized(self) -> bool:
@@ -313,7 +318,8 @@ class CacheQuantConfig:
 
     @staticmethod
     def search_space() -> dict[str, tuple]:
-        return {"interval": ("categorical", [1, 2, 3, 5, 10]), "schedule": ("categorical", list(CQ_SCHEDULES)),
+        return {"interval": ("categorical", [1, 2, 3, 5, 10]),
+                "schedule": ("categorical", list(CQ_SCHEDULES)),
                 "bits": ("categorical", ["fp", "w8a8", "w4a8"]), "cache_dec": ("categorical", [False, True]),
                 "quant_dec": ("categorical", [False, True])}
 
@@ -339,7 +345,8 @@ class CacheQuantSampler:
 def _mean_errors(errors: dict[int, tuple[float, float]]) -> tuple[float, float]:
     if not errors:
         return float("nan"), float("nan")
-    return (sum(e[0] for e in errors.values()) / len(errors), sum(e[1] for e in errors.values()) / len(errors))
+    n = len(errors)
+    return sum(e[0] for e in errors.values()) / n, sum(e[1] for e in errors.values()) / n
 
 
 def step_act_quantizers(model: nn.Module) -> list[StepActQuant]:
@@ -409,7 +416,8 @@ def prepare_cachequant(
     dps_noise, cal_noise = calib_noise[: config.dps_samples], calib_noise[: config.calib_samples]
     report: dict[str, Any] = {}
     memo = {} if memo is None else memo
-    refresh = _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise, clock, cond, report, memo)
+    refresh = _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise, clock, cond,
+                               report, memo)
     report["refresh"] = list(refresh)
     cache_fix = None
     if config.cache_dec and len(refresh) < steps:
@@ -431,8 +439,8 @@ def prepare_cachequant(
 
 
 @torch.no_grad()
-def fit_cache_correction(dc: DeepCacheUNet, scheduler: Any, steps: int, refresh: list[int], noise: torch.Tensor,
-                         cond: dict | None = None) -> CacheCorrection:
+def fit_cache_correction(dc: DeepCacheUNet, scheduler: Any, steps: int, refresh: list[int],
+                         noise: torch.Tensor, cond: dict | None = None) -> CacheCorrection:
     """Cache DEC fitted step by step along the cached trajectory of `noise` (errors kept per step)."""
     fix = CacheCorrection(dc, cond)
     fix.fitting = True
@@ -453,15 +461,16 @@ def _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise
     if config.schedule == "qdps":
         qkey = ("qfeats", config.branch, config.bits, config.split, config.dps_samples, config.calib_samples)
         if qkey not in memo:
-            qfull = quantize_per_timestep(unet, config, scheduler, steps, list(range(steps)), cal_noise, clock,
-                                          None, cond)
+            every = list(range(steps))
+            qfull = quantize_per_timestep(unet, config, scheduler, steps, every, cal_noise, clock, None, cond)
             memo[qkey] = record_features(DeepCacheUNet(qfull, config.branch), scheduler, dps_noise, steps,
                                          cond=cond, clock=clock)
         ref = memo[qkey]
     refresh = dps_schedule(feats, config.interval, ref)
     cost = group_cost(distance_table(feats))  # report both schedules on the FP objective
     report["dps_objective"] = schedule_cost(cost, refresh, steps)
-    report["uniform_objective"] = schedule_cost(cost, cache_schedule("uniform", steps, config.interval), steps)
+    uniform = cache_schedule("uniform", steps, config.interval)
+    report["uniform_objective"] = schedule_cost(cost, uniform, steps)
     return refresh
 
 
@@ -487,12 +496,14 @@ def _fit_quant_dec(dc, scheduler, steps, refresh, noise, clock, cache_fix, cond,
 
 
 @register_method("cachequant")
-def cachequant_method(unet, scheduler, steps, config=None, calib_noise=None, cond=None, memo=None) -> CacheQuantSampler:
+def cachequant_method(unet, scheduler, steps, config=None, calib_noise=None, cond=None,
+                      memo=None) -> CacheQuantSampler:
     """Registry entry: `prepare_cachequant` with defaults (calibration noise seeded `config.seed`)."""
     config = config or CacheQuantConfig()
     if calib_noise is None:
         size = unet.config.sample_size
         size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
         n = max(config.calib_samples, config.dps_samples)
-        calib_noise = torch.randn((n, unet.config.in_channels, *size), generator=torch.Generator().manual_seed(config.seed))
+        gen = torch.Generator().manual_seed(config.seed)
+        calib_noise = torch.randn((n, unet.config.in_channels, *size), generator=gen)
     return prepare_cachequant(unet, scheduler, steps, config, calib_noise, cond, memo)

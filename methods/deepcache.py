@@ -48,7 +48,8 @@ def uniform_schedule(steps: int, interval: int) -> list[int]:
     return list(range(0, steps, interval))
 
 
-def nonuniform_schedule(steps: int, interval: int, center: int | None = None, power: float = 1.4) -> list[int]:
+def nonuniform_schedule(steps: int, interval: int, center: int | None = None,
+                        power: float = 1.4) -> list[int]:
     """ceil(T/N) refresh steps, dense around `center` (default T*0.3, DeepCache's 15 of 50).
 
     Evenly spaced v in [-c^(1/p), (T-c)^(1/p)] map to c + sign(v)|v|^p (truncated to int, as the
@@ -83,12 +84,14 @@ def _quad_center(steps: int, k: int, c: int, p: float) -> list[int]:
     return sorted({0, *inner})
 
 
-def cache_schedule(kind: str, steps: int, interval: int, center: int | None = None, power: float = 1.4) -> list[int]:
+def cache_schedule(kind: str, steps: int, interval: int, center: int | None = None,
+                   power: float = 1.4) -> list[int]:
     if kind == "uniform":
         return uniform_schedule(steps, interval)
     if kind == "nonuniform":
         return nonuniform_schedule(steps, interval, center, power)
-    raise ConfigError(f"schedule must be one of {SCHEDULES}, got {kind!r}. {did_you_mean(str(kind), SCHEDULES)}")
+    hint = did_you_mean(str(kind), SCHEDULES)
+    raise ConfigError(f"schedule must be one of {SCHEDULES}, got {kind!r}. {hint}")
 
 
 def check_refresh_steps(refresh: list[int] | tuple[int, ...], steps: int) -> tuple[int, ...]:
@@ -110,7 +113,7 @@ def _check_steps(steps: int, interval: int) -> None:
 # --------------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class DeepCacheConfig:
-    """interval N (1 = no caching), schedule kind, cached branch (0 = shallowest), non-uniform centre/power."""
+    """Interval N (1 = no caching), schedule, cached branch (0 = shallowest), non-uniform centre/power."""
 
     interval: int = 5
     schedule: str = "uniform"
@@ -129,7 +132,7 @@ class DeepCacheConfig:
         if self.power < 1.0:
             raise ConfigError(f"power must be >= 1, got {self.power}.")
         if self.version != 1:
-            raise ConfigError(f"DeepCacheConfig version {self.version} is unknown; this code reads version 1.")
+            raise ConfigError(f"DeepCacheConfig version {self.version} is unknown; this code reads 1.")
 
     def refresh_steps(self, steps: int) -> list[int]:
         return cache_schedule(self.schedule, steps, self.interval, self.center, self.power)
@@ -155,7 +158,7 @@ class DeepCacheUNet:
         if not 0 <= branch < n:
             raise ConfigError(f"branch must be in [0, {n}) for this U-Net ({n} up-blocks), got {branch}.")
         if any(hasattr(b, "skip_conv") for b in (*unet.down_blocks, *unet.up_blocks)):
-            raise ConfigError("U-Nets with skip_conv blocks (NCSN++ style) are not supported by DeepCache here.")
+            raise ConfigError("U-Nets with skip_conv blocks (NCSN++ style) are not supported here.")
         self.unet, self.branch, self.conditional = unet, branch, cls == "UNet2DConditionModel"
         self.up_index = n - 1 - branch
         self.need = sum(len(b.resnets) for b in unet.up_blocks[self.up_index:])
@@ -188,7 +191,8 @@ class DeepCacheUNet:
             sample, r = _down(block, sample, emb, ctx)
             res += r
         if len(res) < self.need:
-            raise ConfigError(f"branch {self.branch} yields {len(res)} skip tensors, the up path needs {self.need}.")
+            raise ConfigError(
+                f"branch {self.branch} yields {len(res)} skip tensors, the up path needs {self.need}.")
         res = res[: self.need]
         sample = feature
         n = len(u.up_blocks)
@@ -229,7 +233,8 @@ _REFUSED_COND = ("down_block_additional_residuals", "mid_block_additional_residu
 def _cond_prefix(u, x, t, cond):
     bad = [k for k in _REFUSED_COND if cond.get(k) is not None]
     if bad or u.config.addition_embed_type == "image_hint":
-        raise ConfigError(f"DeepCache here does not support ControlNet/adapter residuals or image_hint ({bad}).")
+        raise ConfigError(
+            f"DeepCache here does not support ControlNet/adapter residuals or image_hint ({bad}); drop them.")
     factor = 2 ** u.num_upsamplers
     ctx: dict[str, Any] = {"forward_upsample_size": any(d % factor != 0 for d in x.shape[-2:])}
     for key in ("attention_mask", "encoder_attention_mask"):
@@ -331,7 +336,8 @@ class _Path(nn.Module):
         return self.dc.full(x, t, **self.cond)[0]
 
 
-def step_macs(dc: DeepCacheUNet, example: torch.Tensor, t: Any = 10, cond: dict | None = None) -> dict[str, int]:
+def step_macs(dc: DeepCacheUNet, example: torch.Tensor, t: Any = 10,
+              cond: dict | None = None) -> dict[str, int]:
     """Per-sample MACs of a full step and of a cached (shallow) step (FlopCounterMode convention)."""
     cond = cond or {}
     x = example[:1]
@@ -340,6 +346,29 @@ def step_macs(dc: DeepCacheUNet, example: torch.Tensor, t: Any = 10, cond: dict 
     full = count_macs(_Path(dc, False, None, c1), (x, t)).total
     shallow = count_macs(_Path(dc, True, feat, c1), (x, t)).total
     return {"full": full, "shallow": shallow}
+
+
+def step_bops(dc: DeepCacheUNet, example: torch.Tensor, t: Any = 10,
+              cond: dict | None = None) -> dict[str, int]:
+    """Per-sample BOPs (MACs x w_bits x a_bits of Linear/Conv layers, FP = 32 x 32) of a full and a
+    cached step; the bit widths are those of a fake-quantized U-Net (`methods.quant.count_macs_bops`)."""
+    from methods.quant import count_macs_bops
+
+    cond = cond or {}
+    x = example[:1]
+    c1 = {k: (v[:1] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in cond.items()}
+    _, feat = dc.full(x, t, **c1)
+    return {"full": count_macs_bops(_FixedT(_Path(dc, False, None, c1), t), x)["bops"],
+            "shallow": count_macs_bops(_FixedT(_Path(dc, True, feat, c1), t), x)["bops"]}
+
+
+class _FixedT(nn.Module):
+    def __init__(self, path: _Path, t: Any) -> None:
+        super().__init__()
+        self.path, self.t = path, t
+
+    def forward(self, x):
+        return self.path(x, self.t)
 
 
 def loop_macs(macs: dict[str, int], steps: int, refresh: list[int] | tuple[int, ...]) -> dict[str, float]:

@@ -89,7 +89,8 @@ def find_concat_splits(unet: nn.Module, x: torch.Tensor, t: Any, cond: dict | No
     return splits
 
 
-def apply_split(qmodel: nn.Module, splits: dict[str, int], make_quant: Callable[[QuantConv2d], nn.Module]) -> int:
+def apply_split(qmodel: nn.Module, splits: dict[str, int],
+                make_quant: Callable[[QuantConv2d], nn.Module]) -> int:
     """Replace the input quantizer of each named QuantConv2d by a `SplitActQuant`; returns how many."""
     n = 0
     for name, split in splits.items():
@@ -123,11 +124,12 @@ class QDiffusionConfig:
         if self.cali_st < 1 or self.cali_n < 1:
             raise ConfigError(f"cali_st and cali_n must be >= 1, got {self.cali_st}, {self.cali_n}.")
         if self.version != 1:
-            raise ConfigError(f"QDiffusionConfig version {self.version} is unknown; this code reads version 1.")
+            raise ConfigError(f"QDiffusionConfig version {self.version} is unknown; this code reads 1.")
         self.quant_config()  # validates bits and observer
 
     def quant_config(self) -> QuantConfig:
-        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, a_observer=self.a_observer, quant_matmul=False)
+        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, a_observer=self.a_observer,
+                           quant_matmul=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,7 +166,8 @@ def qdiffusion_quantize(
     """A calibrated, evaluation-ready fake-quantized copy of `unet` (weights + activations)."""
     cfg = config.quant_config()
     cond = cond or {}
-    calib = timestep_calibration_set(unet, scheduler, calib_noise[: config.cali_n], steps, config.cali_st, cond)
+    noise = calib_noise[: config.cali_n]
+    calib = timestep_calibration_set(unet, scheduler, noise, steps, config.cali_st, cond)
     qmodel = quantize_(copy.deepcopy(unet), cfg)
     if config.split:
         splits = find_concat_splits(unet, calib[0][0], calib[0][1], cond)

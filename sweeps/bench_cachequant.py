@@ -13,6 +13,7 @@ the final samples against FP samples from the same noise, and digit-FD against t
 "Matched quality" = digit-FD no worse than FP + `--fd-tol` (default 5 % of FP's digit-FD).
 The last line is `summary: key=value ...`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ import torch
 
 from actors.model_shard import ModelShardTask, ShardConfig
 from methods.cachequant import CacheQuantSampler, StepClock
-from methods.deepcache import DeepCacheUNet
+from methods.deepcache import DeepCacheUNet, step_bops
 from methods.qdiffusion import QDiffusionConfig, qdiffusion_quantize
 
 PAPER_SPEEDUP = 5.18
@@ -37,27 +38,56 @@ def row(task: ModelShardTask, label: str, point: str) -> dict:
     t0 = time.perf_counter()
     res = task.evaluate({"point": point}, seed=0, trial=0, chunk=0, n_chunks=1)
     m = res["metrics"]
-    return {"config": label, "point": point, "mac_x": res["objectives"]["mac_speedup"], "bop_x": m["bop_speedup"],
-            "wall_x": m["wall_speedup"], "mse": m["mse"], "digit_fd": res["objectives"]["digit_fd"],
-            "refresh": m["refresh"], "seconds": time.perf_counter() - t0, **{
-                k: m[k] for k in ("dps_objective", "uniform_objective", "cache_dec_mse_before", "cache_dec_mse_after",
-                                  "quant_dec_mse_before", "quant_dec_mse_after") if k in m}}
+    return {
+        "config": label,
+        "point": point,
+        "mac_x": res["objectives"]["mac_speedup"],
+        "bop_x": m["bop_speedup"],
+        "wall_x": m["wall_speedup"],
+        "mse": m["mse"],
+        "digit_fd": res["objectives"]["digit_fd"],
+        "refresh": m["refresh"],
+        "seconds": time.perf_counter() - t0,
+        **{
+            k: m[k]
+            for k in (
+                "dps_objective",
+                "uniform_objective",
+                "cache_dec_mse_before",
+                "cache_dec_mse_after",
+                "quant_dec_mse_before",
+                "quant_dec_mse_after",
+            )
+            if k in m
+        },
+    }
 
 
 def qdiffusion_row(task: ModelShardTask, bits: str) -> dict:
     t0 = time.perf_counter()
     w, a = (8, 8) if bits == "w8a8" else (4, 8)
     steps = task.cfg.steps
-    qm = qdiffusion_quantize(task.unet, task.scheduler, steps,
-                             QDiffusionConfig(w_bits=w, a_bits=a, cali_st=min(10, steps), cali_n=task.cfg.calib_samples),
-                             task.calib_noise)
+    qm = qdiffusion_quantize(
+        task.unet,
+        task.scheduler,
+        steps,
+        QDiffusionConfig(w_bits=w, a_bits=a, cali_st=min(10, steps), cali_n=task.cfg.calib_samples),
+        task.calib_noise,
+    )
     sampler = CacheQuantSampler(DeepCacheUNet(qm, 0), task.scheduler, steps, list(range(steps)), StepClock())
     x, secs = task._sample(sampler)
-    full_b, _ = task._bops(sampler)
-    return {"config": f"quant-only Q-Diffusion {bits}", "point": f"N1|qdiff|{bits}|none", "mac_x": 1.0,
-            "bop_x": task.fp_bops / full_b, "wall_x": task.fp_seconds / secs,
-            "mse": float((x - task.fp_samples).pow(2).mean()), "digit_fd": task._digit_fd(x),
-            "refresh": "all", "seconds": time.perf_counter() - t0}
+    full_b = step_bops(sampler.dc, task.noise, 500)["full"]
+    return {
+        "config": f"quant-only Q-Diffusion {bits}",
+        "point": f"N1|qdiff|{bits}|none",
+        "mac_x": 1.0,
+        "bop_x": task.fp_bops / full_b,
+        "wall_x": task.fp_seconds / secs,
+        "mse": float((x - task.fp_samples).pow(2).mean()),
+        "digit_fd": task._digit_fd(x),
+        "refresh": "all",
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def fmt(rows: list[dict], cols: tuple[str, ...]) -> str:
@@ -73,7 +103,9 @@ def fmt(rows: list[dict], cols: tuple[str, ...]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="auto", help="'auto' (zoo ddpm-digits), 'untrained' or a diffusers folder")
+    p.add_argument(
+        "--model", default="auto", help="'auto' (zoo ddpm-digits), 'untrained' or a diffusers folder"
+    )
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--calib", type=int, default=8, help="calibration / DPS trajectories")
@@ -83,40 +115,57 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    task = ModelShardTask(ShardConfig(model=args.model, steps=args.steps, samples=args.samples,
-                                      calib_samples=args.calib))
-    print(f"model: {task.model_name}  steps={args.steps}  samples={args.samples}  calib={args.calib}  "
-          f"FP loop {task.fp_seconds:.2f}s  FP MACs/sample/step {task.fp_macs / 1e6:.1f}M", flush=True)
+    task = ModelShardTask(
+        ShardConfig(model=args.model, steps=args.steps, samples=args.samples, calib_samples=args.calib)
+    )
+    print(
+        f"model: {task.model_name}  steps={args.steps}  samples={args.samples}  calib={args.calib}  "
+        f"FP loop {task.fp_seconds:.2f}s  FP MACs/sample/step {task.fp_macs / 1e6:.1f}M",
+        flush=True,
+    )
 
-    speed = [row(task, f"cache-only uniform N={n}", f"N{n}|uniform|fp|none") for n in map(int, args.intervals.split(","))]
+    speed = [
+        row(task, f"cache-only uniform N={n}", f"N{n}|uniform|fp|none")
+        for n in map(int, args.intervals.split(","))
+    ]
     print("\n== speed per cache interval (FP model, uniform schedule) ==")
     print(fmt(speed, ("config", "mac_x", "wall_x", "mse", "digit_fd", "refresh")), flush=True)
 
     n = args.interval
-    rows = [row(task, "FP", "N1|uniform|fp|none"),
-            row(task, f"cache-only uniform N={n}", f"N{n}|uniform|fp|none"),
-            row(task, f"cache-only DPS N={n}", f"N{n}|dps|fp|none"),
-            row(task, f"cache-only DPS+cacheDEC N={n}", f"N{n}|dps|fp|cache")]
+    rows = [
+        row(task, "FP", "N1|uniform|fp|none"),
+        row(task, f"cache-only uniform N={n}", f"N{n}|uniform|fp|none"),
+        row(task, f"cache-only DPS N={n}", f"N{n}|dps|fp|none"),
+        row(task, f"cache-only DPS+cacheDEC N={n}", f"N{n}|dps|fp|cache"),
+    ]
     for bits in ("w8a8", "w4a8"):
-        rows += [row(task, f"quant-only per-timestep {bits}", f"N1|uniform|{bits}|none"),
-                 qdiffusion_row(task, bits),
-                 row(task, f"naive uniform N={n} + {bits}", f"N{n}|uniform|{bits}|none"),
-                 row(task, f"naive DPS N={n} + {bits}", f"N{n}|dps|{bits}|none"),
-                 row(task, f"CacheQuant DPS+DEC N={n} {bits}", f"N{n}|dps|{bits}|both"),
-                 row(task, f"CacheQuant qDPS+DEC N={n} {bits}", f"N{n}|qdps|{bits}|both")]
+        rows += [
+            row(task, f"quant-only per-timestep {bits}", f"N1|uniform|{bits}|none"),
+            qdiffusion_row(task, bits),
+            row(task, f"naive uniform N={n} + {bits}", f"N{n}|uniform|{bits}|none"),
+            row(task, f"naive DPS N={n} + {bits}", f"N{n}|dps|{bits}|none"),
+            row(task, f"CacheQuant DPS+DEC N={n} {bits}", f"N{n}|dps|{bits}|both"),
+            row(task, f"CacheQuant qDPS+DEC N={n} {bits}", f"N{n}|qdps|{bits}|both"),
+        ]
         print(f"... {bits} done ({time.perf_counter() - start:.0f}s)", flush=True)
     print("\n== quality (MSE vs FP samples, digit-FD vs real test digits) ==")
     print(fmt(rows, ("config", "mac_x", "bop_x", "mse", "digit_fd", "refresh", "seconds")))
     print("\n== corrections (mean per-step MSE before -> after, calibration trajectories) ==")
     for r in rows:
         if "cache_dec_mse_before" in r or "quant_dec_mse_before" in r:
-            print(f"{r['config']:<36} cache DEC {r.get('cache_dec_mse_before', float('nan')):.3g} -> "
-                  f"{r.get('cache_dec_mse_after', float('nan')):.3g}   quant DEC "
-                  f"{r.get('quant_dec_mse_before', float('nan')):.3g} -> {r.get('quant_dec_mse_after', float('nan')):.3g}")
+            print(
+                f"{r['config']:<36} cache DEC {r.get('cache_dec_mse_before', float('nan')):.3g} -> "
+                f"{r.get('cache_dec_mse_after', float('nan')):.3g}   quant DEC "
+                f"{r.get('quant_dec_mse_before', float('nan')):.3g} -> "
+                f"{r.get('quant_dec_mse_after', float('nan')):.3g}"
+            )
     summary = verdicts(rows, speed, n, args.fd_tol)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     summary["model"] = task.model_name.replace(" ", "_")
-    print("summary: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    print(
+        "summary: "
+        + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())
+    )
     return 0
 
 
@@ -125,33 +174,50 @@ def verdicts(rows: list[dict], speed: list[dict], n: int, fd_tol: float) -> dict
     out: dict = {}
     print("\n== non-orthogonality: is the naive combination worse than either alone? ==")
     for bits in ("w8a8", "w4a8"):
-        cache, quant, naive = by[f"N{n}|uniform|fp|none"], by[f"N1|uniform|{bits}|none"], by[f"N{n}|uniform|{bits}|none"]
+        cache, quant, naive = (
+            by[f"N{n}|uniform|fp|none"],
+            by[f"N1|uniform|{bits}|none"],
+            by[f"N{n}|uniform|{bits}|none"],
+        )
         cq, qd = by[f"N{n}|dps|{bits}|both"], by[f"N{n}|qdps|{bits}|both"]
         for metric in ("mse", "digit_fd"):
             worse = naive[metric] > max(cache[metric], quant[metric])
-            print(f"{bits} {metric}: cache-only {cache[metric]:.4g}, quant-only {quant[metric]:.4g}, naive "
-                  f"{naive[metric]:.4g} -> naive worse than both: {worse}; CacheQuant {cq[metric]:.4g} "
-                  f"(qDPS {qd[metric]:.4g})")
+            print(
+                f"{bits} {metric}: cache-only {cache[metric]:.4g}, quant-only {quant[metric]:.4g}, naive "
+                f"{naive[metric]:.4g} -> naive worse than both: {worse}; CacheQuant {cq[metric]:.4g} "
+                f"(qDPS {qd[metric]:.4g})"
+            )
             out[f"naive_worse_{bits}_{metric}"] = int(worse)
         out[f"cachequant_beats_naive_{bits}_mse"] = int(cq["mse"] < naive["mse"])
         same = qd["refresh"] == cq["refresh"]
-        print(f"{bits} quantization-aware DPS: schedule {qd['refresh']} vs DPS {cq['refresh']}"
-              f"{' (identical)' if same else ''}; MSE {qd['mse']:.4g} vs {cq['mse']:.4g}")
+        print(
+            f"{bits} quantization-aware DPS: schedule {qd['refresh']} vs DPS {cq['refresh']}"
+            f"{' (identical)' if same else ''}; MSE {qd['mse']:.4g} vs {cq['mse']:.4g}"
+        )
         out[f"qdps_minus_dps_{bits}_mse"] = qd["mse"] - cq["mse"]
         out[f"qdps_same_schedule_{bits}"] = int(same)
     fp_fd = by["N1|uniform|fp|none"]["digit_fd"]
     ok = [r for r in speed + rows if r["digit_fd"] <= fp_fd * (1 + fd_tol)]
     best_mac = max(ok, key=lambda r: r["mac_x"], default=None)
     best_bop = max(ok, key=lambda r: r["bop_x"], default=None)
-    print(f"\n== matched quality (digit-FD <= {1 + fd_tol:.2f} x FP {fp_fd:.4g}) vs the paper's {PAPER_SPEEDUP}x ==")
+    print(
+        f"\n== matched quality (digit-FD <= {1 + fd_tol:.2f} x FP {fp_fd:.4g}) "
+        f"vs the paper's {PAPER_SPEEDUP}x =="
+    )
     if best_mac is not None:
-        print(f"best MAC speed-up {best_mac['mac_x']:.3g}x ({best_mac['config']}); best BOP speed-up "
-              f"{best_bop['bop_x']:.3g}x ({best_bop['config']})")
+        print(
+            f"best MAC speed-up {best_mac['mac_x']:.3g}x ({best_mac['config']}); best BOP speed-up "
+            f"{best_bop['bop_x']:.3g}x ({best_bop['config']})"
+        )
         out.update(matched_mac_speedup=best_mac["mac_x"], matched_bop_speedup=best_bop["bop_x"])
     n_max = max(speed, key=lambda r: r["mac_x"])
-    out.update(max_mac_speedup=n_max["mac_x"], fp_digit_fd=fp_fd,
-               cachequant_w8a8_mac_speedup=by[f"N{n}|dps|w8a8|both"]["mac_x"],
-               cachequant_w8a8_mse=by[f"N{n}|dps|w8a8|both"]["mse"], naive_w8a8_mse=by[f"N{n}|uniform|w8a8|none"]["mse"])
+    out.update(
+        max_mac_speedup=n_max["mac_x"],
+        fp_digit_fd=fp_fd,
+        cachequant_w8a8_mac_speedup=by[f"N{n}|dps|w8a8|both"]["mac_x"],
+        cachequant_w8a8_mse=by[f"N{n}|dps|w8a8|both"]["mse"],
+        naive_w8a8_mse=by[f"N{n}|uniform|w8a8|none"]["mse"],
+    )
     return out
 
 

@@ -18,6 +18,7 @@ intervals (3, 5), bits (fp, w8a8, w4a8) -> 35 trials on 2 one-CPU shards. The pa
 (250 / 50 steps, 64 calibration trajectories, N = 20 / 5) are reachable with --set.
 Writes `pareto.png` (speed-up vs digit-FD and vs MSE) and `table.md` into the run directory.
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,7 +37,16 @@ from cluster.sweep_cli import format_table, run_sweep
 from methods.cachequant import BITS, CQ_SCHEDULES
 from methods.errors import ConfigError
 
-COLUMNS = ("trial_number", "point", "mac_speedup", "bop_speedup", "wall_speedup", "digit_fd", "mse", "n_refresh")
+COLUMNS = (
+    "trial_number",
+    "point",
+    "mac_speedup",
+    "bop_speedup",
+    "wall_speedup",
+    "digit_fd",
+    "mse",
+    "n_refresh",
+)
 
 
 @dataclass(frozen=True)
@@ -50,15 +60,25 @@ class CacheQuantGridConfig:
     version: int = 1
 
     def __post_init__(self) -> None:
-        checks = (("intervals", self.intervals, None), ("schedules", self.schedules, CQ_SCHEDULES),
-                  ("bits", self.bits, tuple(BITS)), ("corrections", self.corrections, tuple(CORRECTIONS)))
+        checks = (
+            ("intervals", self.intervals, None),
+            ("schedules", self.schedules, CQ_SCHEDULES),
+            ("bits", self.bits, tuple(BITS)),
+            ("corrections", self.corrections, tuple(CORRECTIONS)),
+        )
         for name, values, allowed in checks:
             if not values:
                 raise ConfigError(f"{name} must not be empty.")
-            bad = [v for v in values if (allowed is not None and v not in allowed)
-                   or (allowed is None and (not isinstance(v, int) or v < 2))]
+            bad = [
+                v
+                for v in values
+                if (allowed is not None and v not in allowed)
+                or (allowed is None and (not isinstance(v, int) or v < 2))
+            ]
             if bad:
-                want = f"values from {list(allowed)}" if allowed else "cache intervals >= 2 (1 is the baseline)"
+                want = (
+                    f"values from {list(allowed)}" if allowed else "cache intervals >= 2 (1 is the baseline)"
+                )
                 raise ConfigError(f"{name}: expected {want}, got {bad}.")
 
 
@@ -91,9 +111,16 @@ def build_spec(cfg: CacheQuantGridConfig) -> StudySpec:
 def pareto(rows: list[dict[str, Any]], speed: str, quality: str) -> list[dict[str, Any]]:
     """Rows not dominated in (higher `speed`, lower `quality`)."""
     ok = [r for r in rows if r.get(speed) is not None and r.get(quality) is not None]
-    return [r for r in ok if not any(
-        o[speed] >= r[speed] and o[quality] <= r[quality] and (o[speed] > r[speed] or o[quality] < r[quality])
-        for o in ok)]
+    return [
+        r
+        for r in ok
+        if not any(
+            o[speed] >= r[speed]
+            and o[quality] <= r[quality]
+            and (o[speed] > r[speed] or o[quality] < r[quality])
+            for o in ok
+        )
+    ]
 
 
 def report(run_dir: Path, cfg: CacheQuantGridConfig, outcome: Any) -> dict[str, Any]:
@@ -110,7 +137,9 @@ def report(run_dir: Path, cfg: CacheQuantGridConfig, outcome: Any) -> dict[str, 
     out = {"plot": str(plot), "table": str(run_dir / "table.md"), "pareto_points": len(front)}
     if fp is not None:
         out["fp_digit_fd"] = fp["digit_fd"]
-    best = max((r for r in trials if r["point"].endswith("|both")), key=lambda r: r["mac_speedup"], default=None)
+    best = max(
+        (r for r in trials if r["point"].endswith("|both")), key=lambda r: r["mac_speedup"], default=None
+    )
     if best is not None:
         out.update(cachequant_mac_speedup=best["mac_speedup"], cachequant_bop_speedup=best["bop_speedup"])
     return out
@@ -156,7 +185,9 @@ def _plot(run_dir: Path, trials: list[dict[str, Any]]) -> Path:
 
 
 def _add_arguments(p) -> None:
-    p.add_argument("--model", help="local diffusers pipeline or U-Net folder (default: the zoo's ddpm-digits)")
+    p.add_argument(
+        "--model", help="local diffusers pipeline or U-Net folder (default: the zoo's ddpm-digits)"
+    )
     p.add_argument("--device", help="torch device of the shards, e.g. cuda (uses the shard_gpu1 profile)")
 
 
@@ -172,9 +203,16 @@ def _config_from_args(args) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_sweep(argv, sweep="cachequant_grid", description=__doc__.splitlines()[0],
-                     config_cls=CacheQuantGridConfig, build_spec=build_spec, report=report,
-                     add_arguments=_add_arguments, config_from_args=_config_from_args)
+    return run_sweep(
+        argv,
+        sweep="cachequant_grid",
+        description=__doc__.splitlines()[0],
+        config_cls=CacheQuantGridConfig,
+        build_spec=build_spec,
+        report=report,
+        add_arguments=_add_arguments,
+        config_from_args=_config_from_args,
+    )
 
 
 if __name__ == "__main__":

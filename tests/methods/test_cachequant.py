@@ -1,4 +1,5 @@
 """CacheQuant: DPS optimality, closed-form corrections, per-timestep quantizers, end-to-end preparation."""
+
 from __future__ import annotations
 
 import math
@@ -13,12 +14,12 @@ from methods.cachequant import (
     StepClock,
     brute_force,
     channel_affine,
+    distance_table,
     dps,
     dps_schedule,
     fit_cache_correction,
     group_bounds,
     group_cost,
-    distance_table,
     prepare_cachequant,
     schedule_cost,
     step_act_quantizers,
@@ -34,9 +35,16 @@ def tiny_unet():
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8).eval()
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
 
 
 def tiny_scheduler():
@@ -142,8 +150,15 @@ def test_step_act_quant_uses_the_clock_entry():
 def test_qdps_schedule_and_config_validation():
     unet, sched = tiny_unet(), tiny_scheduler()
     noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    cfg = CacheQuantConfig(interval=4, schedule="qdps", bits="w4a8", cache_dec=False, quant_dec=False,
-                           calib_samples=2, dps_samples=2)
+    cfg = CacheQuantConfig(
+        interval=4,
+        schedule="qdps",
+        bits="w4a8",
+        cache_dec=False,
+        quant_dec=False,
+        calib_samples=2,
+        dps_samples=2,
+    )
     s = prepare_cachequant(unet, sched, STEPS, cfg, noise)
     assert s.refresh[0] == 0 and len(s.refresh) == 2
     with pytest.raises(ConfigError, match="qdps"):

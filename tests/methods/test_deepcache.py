@@ -1,4 +1,5 @@
 """DeepCache on diffusers U-Nets: exactness of refresh/shallow paths, MAC savings, schedule indices."""
+
 from __future__ import annotations
 
 import math
@@ -24,19 +25,34 @@ def tiny_unet():
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8).eval()
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
 
 
 def tiny_cond_unet():
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=8,
-                                norm_num_groups=8, attention_head_dim=4).eval()
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=8,
+        norm_num_groups=8,
+        attention_head_dim=4,
+    ).eval()
 
 
 def tiny_scheduler():
@@ -108,12 +124,14 @@ def test_nonuniform_schedule_matches_hand_derived_indices():
     assert nonuniform_schedule(50, 5, center=15, power=1.4) == [0, 6, 11, 14, 15, 19, 24, 29, 35, 42]
 
 
-@pytest.mark.parametrize("steps,interval,center", [(50, 5, 15), (50, 3, 20), (20, 4, 6), (100, 10, 30), (12, 2, 3)])
+@pytest.mark.parametrize(
+    "steps,interval,center", [(50, 5, 15), (50, 3, 20), (20, 4, 6), (100, 10, 30), (12, 2, 3)]
+)
 def test_nonuniform_schedule_properties(steps, interval, center):
     idx = nonuniform_schedule(steps, interval, center)
     assert len(idx) == math.ceil(steps / interval)
-    assert idx[0] == 0 and all(a < b for a, b in zip(idx, idx[1:])) and idx[-1] < steps
-    gaps = [b - a for a, b in zip(idx, idx[1:])]
+    assert idx[0] == 0 and all(a < b for a, b in zip(idx, idx[1:], strict=False)) and idx[-1] < steps
+    gaps = [b - a for a, b in zip(idx, idx[1:], strict=False)]
     near = min(range(len(idx)), key=lambda k: abs(idx[k] - center))
     # refreshes are densest around the centre: the gap there is no larger than the last gap
     assert gaps[min(near, len(gaps) - 1)] <= gaps[-1]

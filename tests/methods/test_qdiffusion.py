@@ -1,4 +1,5 @@
 """Q-Diffusion-style baseline: split shortcut quantization and timestep-aware calibration."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,9 +21,16 @@ def tiny_unet():
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8).eval()
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
 
 
 def tiny_scheduler():
@@ -36,8 +44,12 @@ def test_concat_splits_match_the_up_block_inputs():
     splits = find_concat_splits(unet, torch.randn(1, 1, 8, 8), 500)
     # up block 0 gets the 32-channel deep feature, its 2nd resnet the 32-channel output of the first;
     # up block 1 gets the 32-channel upsampled feature, then 16 channels
-    assert splits == {"up_blocks.0.resnets.0.conv_shortcut": 32, "up_blocks.0.resnets.1.conv_shortcut": 32,
-                      "up_blocks.1.resnets.0.conv_shortcut": 32, "up_blocks.1.resnets.1.conv_shortcut": 16}
+    assert splits == {
+        "up_blocks.0.resnets.0.conv_shortcut": 32,
+        "up_blocks.0.resnets.1.conv_shortcut": 32,
+        "up_blocks.1.resnets.0.conv_shortcut": 32,
+        "up_blocks.1.resnets.1.conv_shortcut": 16,
+    }
     for name, split in splits.items():
         assert split < unet.get_submodule(name).in_channels
 
@@ -51,7 +63,9 @@ def _calibrated(q, x):
 
 def test_split_quantizer_beats_one_range_on_mixed_scale_concat():
     gen = torch.Generator().manual_seed(0)
-    x = torch.cat([50 * torch.randn(2, 4, 6, 6, generator=gen), 0.1 * torch.randn(2, 4, 6, 6, generator=gen)], 1)
+    x = torch.cat(
+        [50 * torch.randn(2, 4, 6, 6, generator=gen), 0.1 * torch.randn(2, 4, 6, 6, generator=gen)], 1
+    )
     joint = _calibrated(act_quantizer(8, False, "minmax", 2.0), x)
     split = SplitActQuant(4, act_quantizer(8, False, "minmax", 2.0), act_quantizer(8, False, "minmax", 2.0))
     for child in (split.qa, split.qb):

@@ -1,4 +1,5 @@
 """The CacheQuant grid end to end on the local cluster (tiny sizes), its grid, Pareto front and shard task."""
+
 from __future__ import annotations
 
 import math
@@ -10,9 +11,22 @@ from actors.model_shard import ModelShardTask, ShardConfig, parse_point
 from methods.errors import ConfigError
 from sweeps import cachequant_grid as cg
 
-TINY = ["--set", 'task.model="untrained"', "--set", "task.steps=4", "--set", "task.samples=4",
-        "--set", "task.calib_samples=2", "--set", "intervals=[2]", "--set", 'schedules=["dps"]',
-        "--set", 'bits=["w8a8"]']
+TINY = [
+    "--set",
+    'task.model="untrained"',
+    "--set",
+    "task.steps=4",
+    "--set",
+    "task.samples=4",
+    "--set",
+    "task.calib_samples=2",
+    "--set",
+    "intervals=[2]",
+    "--set",
+    'schedules=["dps"]',
+    "--set",
+    'bits=["w8a8"]',
+]
 
 
 def test_grid_end_to_end(ray_local, tmp_path, capsys):
@@ -39,8 +53,13 @@ def test_grid_points_and_validation():
         cg.CacheQuantGridConfig(intervals=(1,))
     with pytest.raises(ConfigError, match="schedules"):
         cg.CacheQuantGridConfig(schedules=("dsp",))
-    assert parse_point("N5|qdps|w4a8|both") == {"interval": 5, "schedule": "qdps", "bits": "w4a8",
-                                                "cache_dec": True, "quant_dec": True}
+    assert parse_point("N5|qdps|w4a8|both") == {
+        "interval": 5,
+        "schedule": "qdps",
+        "bits": "w4a8",
+        "cache_dec": True,
+        "quant_dec": True,
+    }
     with pytest.raises(ConfigError):
         parse_point("5|dps|w8a8|both")
 
@@ -54,15 +73,26 @@ def test_shard_task_on_a_diffusers_folder(tmp_path):
     from diffusers import DDIMScheduler, UNet2DModel
 
     torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
     unet.save_pretrained(tmp_path / "unet")
     DDIMScheduler(num_train_timesteps=1000).save_pretrained(tmp_path / "scheduler")
-    (tmp_path / "model_index.json").write_text('{"_class_name": "DDIMPipeline", "unet": ["diffusers", "UNet2DModel"],'
-                                               ' "scheduler": ["diffusers", "DDIMScheduler"]}')
+    (tmp_path / "model_index.json").write_text(
+        '{"_class_name": "DDIMPipeline", "unet": ["diffusers", "UNet2DModel"],'
+        ' "scheduler": ["diffusers", "DDIMScheduler"]}'
+    )
     task = ModelShardTask(ShardConfig(model=str(tmp_path), steps=4, samples=3, calib_samples=2))
     res = task.evaluate({"point": "N2|uniform|w8a8|both"}, seed=0, trial=0, chunk=0, n_chunks=1)
     m = res["metrics"]
-    assert res["objectives"]["mac_speedup"] > 1.0 and math.isnan(res["objectives"]["digit_fd"])  # not 16x16 digits
+    assert res["objectives"]["mac_speedup"] > 1.0 and math.isnan(
+        res["objectives"]["digit_fd"]
+    )  # not 16x16 digits
     assert m["bop_speedup"] > res["objectives"]["mac_speedup"] and m["mse"] > 0 and m["n_refresh"] == 2
