@@ -48,6 +48,35 @@ from methods.quant.recon import ReconContext, ReconEngine, capture, default_unit
 from methods.registry import register_method
 
 PEM_MODES = ("covariance", "lipschitz")
+PARTS = ("pem", "pcr", "abl")
+
+
+def parse_bits(text: str) -> tuple[int, int] | None:
+    """'W2A4' -> (2, 4); 'FP' -> None (the full-precision model)."""
+    t = str(text).strip().upper()
+    if t == "FP":
+        return None
+    try:
+        w, a = t.removeprefix("W").split("A")
+        bits = int(w), int(a)
+    except ValueError:
+        bits = None
+    if bits is None or not all(2 <= b <= 16 for b in bits):
+        raise ConfigError(f"bits must look like 'W2A4' (2..16 bits each) or 'FP', got {text!r}.")
+    return bits
+
+
+def parse_parts(text: str) -> frozenset[str]:
+    """'pem+pcr+abl' -> {'pem', 'pcr', 'abl'}; 'none' -> {} (TTAQ parts switched on)."""
+    t = str(text).strip().lower()
+    if t in ("none", ""):
+        return frozenset()
+    parts = frozenset(p.strip() for p in t.split("+"))
+    unknown = sorted(parts - set(PARTS))
+    if unknown:
+        raise ConfigError(f"TTAQ parts are 'none' or '+'-joined names from {PARTS}, got {text!r} "
+                          f"(unknown {unknown}). {did_you_mean(unknown[0], PARTS)}")
+    return parts
 
 
 # ------------------------------------------------------------------------------ perturbations

@@ -1,0 +1,203 @@
+"""The TTA stream task: one quantized model adapted online over one continual corruption stream.
+
+A task class for the generic evaluator actor (`actors/evaluator.py`, profile `tta_stream_cpu1`):
+it loads the source model and the calibration images once, quantizes per bit setting / TTAQ parts
+(cached, and deep-copied per trial so adaptation never leaks between trials), and each chunk of a
+trial adapts `n_batches` stream batches, returning one row per batch (`row_kind="stream"`:
+domain, batch index, `batch_error` (`error` is the farm's error-text column), entropy, seconds)
+and a `checkpoint` (adapted BN/affine state, ABL statistics, per-domain tallies, stream position). A retried trial receives the checkpoint of its
+last landed chunk and resumes at that stream position, so no batch is counted twice. The maths
+lives in `methods.ttaq` (PTQ + PEM/PCR, ABL), `methods.tta` (adaptation) and `sims.data.digits_c`
+(streams); TTAQ: arXiv:2412.09899. Trial params: `stream_seed`, `bits` ('W2A4' | 'FP'), `tta`
+('none' | a TTA_METHODS name), `ttaq` ('none' | 'pem+pcr+abl' ...), `label_order`.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from methods.errors import CheckpointError, ConfigError
+from methods.tta.stream import StreamAdapter
+from methods.ttaq import TTAQConfig, parse_bits, parse_parts, run_ttaq_ptq
+from sims.data.digits_c import CorruptionStream, CorruptionStreamConfig
+
+LABEL_ORDERS = ("balanced", "imbalanced")
+DIGITS_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "contrast", "brightness",
+            "pixelate", "elastic_transform")
+
+
+@dataclass(frozen=True)
+class TTAStreamTaskConfig:
+    """Model, stream and PTQ settings shared by every trial of a stream sweep.
+
+    model: zoo name; checkpoint: a user's weights for it (safetensors, or .pth read with
+    weights_only=True) or, with `arch`, a timm checkpoint file. source/root: digits-c or a
+    CIFAR-10-C / ImageNet-C folder; batches_per_domain: 0 takes each whole split; calib_path: .npy
+    of clean calibration images for folder sources (uint8 NHWC or float NCHW in [0, 1]);
+    input_mean/std: normalisation of real models' inputs.
+    batch_sleep: seconds to wait after each batch (throttles a demo/test stream so that its rows
+    visibly land part by part while it runs; 0 in real runs). crash_chunk/marker_dir: test hook —
+    the first time any trial reaches that chunk the actor process exits (os._exit) after writing the marker file.
+    """
+
+    model: str = "cnn-bn-digits"
+    checkpoint: str | None = None
+    arch: str | None = None
+    num_classes: int = 10
+    source: str = "digits"
+    root: str | None = None
+    corruptions: tuple[str, ...] = DIGITS_C
+    severity: int = 3
+    batch_size: int = 32
+    batches_per_domain: int = 14
+    image_size: int = 16
+    imbalance_alpha: float = 0.1
+    calib_images: int = 256
+    calib_path: str | None = None
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
+    ptq_iters: int = 100
+    ptq_seed: int = 0
+    n_batches: int = 7
+    batch_sleep: float = 0.0
+    crash_chunk: int | None = None
+    marker_dir: str | None = None
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "corruptions", tuple(self.corruptions))
+        if self.n_batches < 1 or self.calib_images < 1:
+            raise ConfigError(f"n_batches and calib_images must be >= 1, got {self.n_batches}, "
+                              f"{self.calib_images}.")
+        if self.arch and not self.checkpoint:
+            raise ConfigError(f"arch={self.arch!r} needs checkpoint= a local timm checkpoint file.")
+        if self.source != "digits" and not self.calib_path:
+            raise ConfigError(f"source {self.source!r} needs calib_path= a .npy of clean calibration images.")
+        self.stream_config(0, "balanced")  # validates the stream fields
+
+    def stream_config(self, seed: int, label_order: str) -> CorruptionStreamConfig:
+        if label_order not in LABEL_ORDERS:
+            raise ConfigError(f"label_order must be one of {LABEL_ORDERS}, got {label_order!r}.")
+        return CorruptionStreamConfig(
+            corruptions=self.corruptions, severity=self.severity, batch_size=self.batch_size,
+            image_size=self.image_size, seed=int(seed), batches_per_domain=self.batches_per_domain or None,
+            label_shift=self.imbalance_alpha if label_order == "imbalanced" else None,
+            source=self.source, root=self.root)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_source_model(cfg: TTAStreamTaskConfig) -> torch.nn.Module:
+    from sims.zoo.registry import ZOO, load_state_dict_file, load_zoo_model
+
+    if cfg.arch:
+        from sims.zoo.checkpoints import load_timm_checkpoint
+
+        return load_timm_checkpoint(cfg.checkpoint, cfg.arch)
+    import sims.zoo.cnn_bn_digits  # noqa: F401  (registers the default zoo model)
+
+    if not cfg.checkpoint:
+        return load_zoo_model(cfg.model)
+    path = Path(cfg.checkpoint)
+    model = ZOO.get(cfg.model).build()
+    state = (load_state_dict_file(path) if path.suffix == ".safetensors"
+             else torch.load(str(path), map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path} does not fit zoo model {cfg.model!r}: {str(exc)[:400]}") from exc
+    return model.eval()
+
+
+def load_calibration(cfg: TTAStreamTaskConfig) -> torch.Tensor:
+    if cfg.calib_path:
+        arr = np.load(cfg.calib_path, allow_pickle=False)
+        x = torch.from_numpy(arr.transpose(0, 3, 1, 2) / 255.0 if arr.dtype == np.uint8 else arr).float()
+    else:
+        from sims.data.digits import load_digits_split
+
+        x = load_digits_split("train", cfg.image_size)[0]
+    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.ptq_seed))[: cfg.calib_images]
+    return x[keep]
+
+
+class TTAStreamTask:
+    def __init__(self, cfg: TTAStreamTaskConfig) -> None:
+        self.cfg = cfg
+        self.fp = load_source_model(cfg)
+        self.norm = None
+        if cfg.input_mean is not None:
+            shape = (1, -1, 1, 1)
+            mean, std = torch.tensor(cfg.input_mean), torch.tensor(cfg.input_std)
+            self.norm = (mean.reshape(shape), std.reshape(shape))
+        self.calib = self._prep(load_calibration(cfg))
+        self.models: dict[tuple, torch.nn.Module] = {}
+        self.runs: dict[int, tuple[StreamAdapter, CorruptionStream]] = {}
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.norm is None else (x - self.norm[0]) / self.norm[1]
+
+    def quantized(self, bits: str, parts: frozenset[str]) -> torch.nn.Module:
+        wa = parse_bits(bits)
+        key = (wa, "pem" in parts, "pcr" in parts)
+        if wa is None:
+            return self.fp
+        if key not in self.models:
+            cfg = TTAQConfig(w_bits=wa[0], a_bits=wa[1], pem=key[1], pcr=key[2],
+                             iters=max(self.cfg.ptq_iters, 1),
+                             reconstruct=self.cfg.ptq_iters > 0)
+            self.models[key] = run_ttaq_ptq(self.fp, self.calib, cfg, seed=self.cfg.ptq_seed).model
+        return self.models[key]
+
+    def _crash_hook(self, chunk: int) -> None:
+        if self.cfg.crash_chunk == chunk and self.cfg.marker_dir:
+            marker = Path(self.cfg.marker_dir) / "tta_stream_crashed"
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)
+
+    def _start(self, params: dict[str, Any], seed: int, checkpoint: dict | None, chunk: int):
+        parts = parse_parts(params.get("ttaq", "none"))
+        model = copy.deepcopy(self.quantized(str(params.get("bits", "W4A4")), parts))
+        adapter = StreamAdapter(model, params.get("tta", "tent"), self.cfg.num_classes, "abl" in parts, seed)
+        stream = CorruptionStream(self.cfg.stream_config(int(params.get("stream_seed", 0)),
+                                                         params.get("label_order", "balanced")))
+        if chunk > 0:
+            if checkpoint is None:
+                raise CheckpointError(
+                    f"chunk {chunk} of a trial arrived without its stream state or a checkpoint.")
+            adapter.load_state_dict(checkpoint["adapter"])
+            stream.start_at(int(checkpoint["position"]))
+        return adapter, stream
+
+    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int,
+                 checkpoint: dict | None = None) -> dict[str, Any]:
+        self._crash_hook(chunk)
+        if trial not in self.runs or chunk == 0 or checkpoint is not None:
+            self.runs = {trial: self._start(params, seed, checkpoint, chunk)}  # one live stream per actor
+        adapter, stream = self.runs[trial]
+        last = chunk == n_chunks - 1
+        end = len(stream) if last else min(len(stream), stream.position + self.cfg.n_batches)
+        rows = []
+        while stream.position < end:
+            b = next(stream)
+            stats = adapter.step(self._prep(b.x), b.y, b.domain)
+            if self.cfg.batch_sleep:
+                time.sleep(self.cfg.batch_sleep)
+            rows.append({"row_kind": "stream", "step": b.batch_index, "domain": b.domain,
+                         "domain_index": b.domain_index, "batch_index": b.batch_index, **stats})
+        if not last:
+            return {"rows": rows, "intermediate": adapter.mean_error(),
+                    "checkpoint": {"position": stream.position, "adapter": adapter.state_dict()}}
+        self.runs.pop(trial, None)
+        per_domain = adapter.domain_errors()
+        return {"rows": rows, "objectives": {"mean_error": adapter.mean_error()},
+                "metrics": {"stream_batches": len(stream), **{f"err_{d}": e for d, e in per_domain.items()}}}
