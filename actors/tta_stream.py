@@ -5,8 +5,9 @@ it loads the source model and the calibration images once, quantizes per bit set
 (cached, and deep-copied per trial so adaptation never leaks between trials), and each chunk of a
 trial adapts `n_batches` stream batches, returning one row per batch (`row_kind="stream"`:
 domain, batch index, `batch_error` (`error` is the farm's error-text column), entropy, seconds)
-and a `checkpoint` (adapted BN/affine state, ABL statistics, per-domain tallies, stream position). A retried trial receives the checkpoint of its
-last landed chunk and resumes at that stream position, so no batch is counted twice. The maths
+and a `checkpoint` (adapted BN/affine state, ABL statistics, per-domain tallies, stream
+position). A retried trial receives the checkpoint of its last landed chunk and resumes at that
+stream position, so no batch is counted twice. The maths
 lives in `methods.ttaq` (PTQ + PEM/PCR, ABL), `methods.tta` (adaptation) and `sims.data.digits_c`
 (streams); TTAQ: arXiv:2412.09899. Trial params: `stream_seed`, `bits` ('W2A4' | 'FP'), `tta`
 ('none' | a TTA_METHODS name), `ttaq` ('none' | 'pem+pcr+abl' ...), `label_order`.
@@ -44,7 +45,8 @@ class TTAStreamTaskConfig:
     input_mean/std: normalisation of real models' inputs.
     batch_sleep: seconds to wait after each batch (throttles a demo/test stream so that its rows
     visibly land part by part while it runs; 0 in real runs). crash_chunk/marker_dir: test hook —
-    the first time any trial reaches that chunk the actor process exits (os._exit) after writing the marker file.
+    the first time any trial reaches that chunk the actor process exits (os._exit) after writing
+    the marker file.
     """
 
     model: str = "cnn-bn-digits"
