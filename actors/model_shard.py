@@ -118,6 +118,7 @@ class ModelShardTask:
 
     def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict:
         p = parse_point(params["point"])
+        cpu0 = time.process_time()  # CPU seconds: what the trial costs on an idle core
         sampler = self._prepare(p)
         x, seconds = self._sample(sampler)
         steps, refresh = self.cfg.steps, sampler.refresh
@@ -127,7 +128,8 @@ class ModelShardTask:
         loop_bops = len(refresh) * full_b + (steps - len(refresh)) * shallow_b
         mse = float((x - self.fp_samples).pow(2).mean())
         fd = self._digit_fd(x)
-        metrics = {**p, "model": self.model_name, "refresh": ",".join(map(str, refresh)),
+        metrics = {**p, "cpu_seconds": time.process_time() - cpu0, "model": self.model_name,
+                   "refresh": ",".join(map(str, refresh)),
                    "n_refresh": len(refresh),
                    "bop_speedup": steps * self.fp_bops / loop_bops, "loop_macs": macs["loop_macs"],
                    "wall_seconds": seconds, "wall_speedup": self.fp_seconds / seconds, "mse": mse,

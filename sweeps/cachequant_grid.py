@@ -46,6 +46,7 @@ COLUMNS = (
     "digit_fd",
     "mse",
     "n_refresh",
+    "cpu_seconds",
 )
 
 
@@ -135,6 +136,7 @@ def report(run_dir: Path, cfg: CacheQuantGridConfig, outcome: Any) -> dict[str, 
     front = pareto(trials, "bop_speedup", "mse")
     fp = next((r for r in trials if r["point"].startswith("N1|uniform|fp")), None)
     out = {"plot": str(plot), "table": str(run_dir / "table.md"), "pareto_points": len(front)}
+    out["trial_cpu_seconds"] = sum(r.get("cpu_seconds") or 0.0 for r in trials)
     if fp is not None:
         out["fp_digit_fd"] = fp["digit_fd"]
     best = max(

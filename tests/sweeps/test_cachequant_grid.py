@@ -96,3 +96,31 @@ def test_shard_task_on_a_diffusers_folder(tmp_path):
         res["objectives"]["digit_fd"]
     )  # not 16x16 digits
     assert m["bop_speedup"] > res["objectives"]["mac_speedup"] and m["mse"] > 0 and m["n_refresh"] == 2
+
+
+@pytest.mark.slow
+def test_grid_as_a_ray_job_on_a_local_head():
+    """`evfarm cluster up`, then `ray job submit --working-dir . -- python sweeps/cachequant_grid.py`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cluster import cli, headnode
+
+    repo = Path(__file__).resolve().parent.parent.parent
+    port, dport = headnode.free_port(), headnode.free_port()
+    up = ["cluster", "up", "--port", str(port), "--dashboard-port", str(dport), "--num-cpus", "2"]
+    assert cli.main(up) == 0
+    state = headnode.load_state(port)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_API_SERVER_ADDRESS": state.dashboard_url}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--working-dir", str(repo), "--",
+           "python", "sweeps/cachequant_grid.py", "--no-progress", *TINY]
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+    finally:
+        cli.main(["cluster", "down", "--port", str(port)])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "summary: " in out and "complete=3" in out and "pareto plot: " in out
