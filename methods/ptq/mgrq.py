@@ -20,9 +20,9 @@ hand, so everything below the abstract level is **[inferred]** (reference/quant.
   + lambda_l L_local / L_local(0)): each auxiliary term is normalised by its value at the unit's
   first iteration and brought to the block loss's scale, so at iteration 0 all three weigh the same
   and the balance against the AdaRound regulariser (lambda = 0.01 on the raw block loss, as in
-  QDrop) is unchanged. (A first version divided L_block by L_block(0) too; that made the rounding
-  regulariser dominate and MGRQ stayed at nearest rounding: cnn-bn-digits W2A4 top-1 0.52 vs
-  QDrop's 0.97 in bench_ptq.)
+  QDrop) is unchanged. The iteration-0 values are measured with nearest rounding: soft AdaRound
+  starts at W exactly, so the soft iteration-0 errors contain activation error only, and the local
+  term then grew by orders of magnitude once rounding hardened and swamped L_block.
   lambda_g = lambda_l = 1.
 Iterations default to 200 per block at tiny scale (family default 20 000). Ablations: `init='plain'`
 (min-max/observer init instead of RepQ-ViT) and lambda_global = lambda_local = 0 (plain QDrop-style
@@ -100,7 +100,8 @@ class MGRQLoss:
     def start_unit(self, unit) -> None:
         self.norms = None
 
-    def terms(self, q_out, fp_out, ctx: ReconContext):
+    def terms(self, q_out, fp_out, ctx: ReconContext, layer_errors=None):
+        layer_errors = ctx.layer_errors if layer_errors is None else layer_errors
         l_block = lp_loss(q_out, fp_out)
         zero = q_out.new_zeros(())
         l_global = (
@@ -108,13 +109,20 @@ class MGRQLoss:
             if self.lambda_global
             else zero
         )
-        l_local = torch.stack(ctx.layer_errors).sum() if (self.lambda_local and ctx.layer_errors) else zero
+        l_local = torch.stack(layer_errors).sum() if (self.lambda_local and layer_errors) else zero
         return l_block, l_global, l_local
+
+    @torch.no_grad()
+    def initial_norms(self, fp_out, ctx: ReconContext) -> tuple[float, float, float]:
+        """The three terms at iteration 0 with nearest rounding (soft AdaRound starts at W exactly, so
+        its weight error is zero there and would make the normalisers meaninglessly small)."""
+        out, errors = ctx.forward_unit(hard=True)
+        return tuple(max(float(t), EPS) for t in self.terms(out, fp_out, ctx, errors))
 
     def __call__(self, q_out, fp_out, ctx: ReconContext) -> torch.Tensor:
         l_block, l_global, l_local = self.terms(q_out, fp_out, ctx)
         if self.norms is None:
-            self.norms = tuple(max(float(t.detach()), EPS) for t in (l_block, l_global, l_local))
+            self.norms = self.initial_norms(fp_out, ctx)
         nb, ng, nl = self.norms
         self.last = {
             k: float(v.detach()) for k, v in (("block", l_block), ("global", l_global), ("local", l_local))

@@ -142,6 +142,7 @@ class ReconContext:
     model: nn.Module
     model_input: torch.Tensor
     engine: ReconEngine
+    unit_input: torch.Tensor | None = None
     layer_errors: list[torch.Tensor] = field(default_factory=list)
 
     def fp_output(self) -> torch.Tensor:
@@ -156,6 +157,30 @@ class ReconContext:
                 return self.engine.forward_fn(self.model, self.model_input)
         finally:
             handle.remove()
+
+    def forward_unit(self, hard: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Re-run the unit on this iteration's input (optionally with AdaRound hardened, i.e. nearest
+        rounding at iteration 0); returns the output and the per-layer errors."""
+        mods = _modules(self.model, self.unit)
+        errors: list[torch.Tensor] = []
+        ada = [
+            m.adaround
+            for mod in mods
+            for m in mod.modules()
+            if isinstance(m, _QuantWeightLayer) and m.adaround
+        ]
+        saved = [a.soft for a in ada]
+        hooks = self.engine._layer_error_hooks(mods, errors)
+        try:
+            for a in ada:
+                a.soft = a.soft and not hard
+            out = run_unit(mods, self.unit_input)
+        finally:
+            for a, soft in zip(ada, saved, strict=True):
+                a.soft = soft
+            for h in hooks:
+                h.remove()
+        return out, errors
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, ReconContext], torch.Tensor]
@@ -249,7 +274,7 @@ class ReconEngine:
             x = q_in[idx]
             if cfg.drop_prob < 1.0:
                 x = torch.where(torch.rand(x.shape, generator=self.gen) < cfg.drop_prob, x, fp_in[idx])
-            ctx = ReconContext(it, cfg.iters, unit, idx, model, self.calib_x[idx], self)
+            ctx = ReconContext(it, cfg.iters, unit, idx, model, self.calib_x[idx], self, x)
             hooks = self._layer_error_hooks(mods, ctx.layer_errors) if needs_layers else []
             try:
                 out = run_unit(mods, x)

@@ -164,8 +164,11 @@ def test_mgrq_global_term_is_zero_for_an_unquantized_block_and_normalised_at_ite
     spy.needs_layer_errors = True
     spy.start_unit = loss.start_unit
     ReconEngine(model, X, ReconConfig(iters=5, batch_size=8)).reconstruct([("blocks.0",)], spy)
-    # each auxiliary term / its own iteration-0 value, at the block loss's scale: 3 x L_block(0)
-    assert calls[0][0] == pytest.approx(3.0 * calls[0][1]["block"], rel=1e-5)
+    # normalisers: the iteration-0 terms with nearest rounding, larger than the soft (weight-exact) ones
+    norms = calls[0][2]
+    assert norms[0] > calls[0][1]["block"] and norms[2] > calls[0][1]["local"]
+    b0, g0, l0 = calls[0][1]["block"], calls[0][1]["global"], calls[0][1]["local"]
+    assert calls[0][0] == pytest.approx(b0 + norms[0] * (g0 / norms[1] + l0 / norms[2]), rel=1e-5)
     assert all(c[2] == calls[0][2] for c in calls)  # normalisers frozen after iteration 0
     assert calls[0][1]["global"] > 0 and calls[0][1]["local"] > 0
     assert all(c[3] == pytest.approx(0.0, abs=1e-6) for c in calls)
