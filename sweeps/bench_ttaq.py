@@ -1,0 +1,224 @@
+"""Benchmark: TTAQ on digits-C continual streams — mean error for FP, PTQ+Tent and PTQ+TTAQ(+Tent),
+and the stream rows/s the farm sustains with 1 and 2 stream actors.
+
+    python sweeps/bench_ttaq.py                         # 3 seeds, W2A4 + W4A4, balanced + imbalanced
+    python sweeps/bench_ttaq.py --seeds 1 --iters 30 --skip-farm
+
+Accuracy part (pure Python, no Ray): per seed, 256 clean training digits calibrate (a per-seed draw),
+the zoo's `cnn-bn-digits` is quantized with QDrop (`ttaq` PTQ with PEM/PCR off) and with TTAQ
+(PEM + PCR on, our instantiation in methods/ttaq.py), `--iters` reconstruction iterations per
+block; each model is adapted online with Tent (BN affine, SGD 1e-3, momentum 0.9) over a continual
+digits-C stream (8 corruptions at `--severity`, batches of 32, 14 per domain, per-seed order and
+noise), once class-balanced and once label-imbalanced (RoTTA Dirichlet order, alpha 0.1). Rows:
+FP (no adaptation), FP+Tent, PTQ (no adaptation), PTQ+Tent, PTQ+TTAQ+Tent (PEM+PCR),
+PTQ+TTAQ+Tent+ABL (all three parts). Mean error over domains, mean ± std over seeds. The paper
+(TTAQ, arXiv:2412.09899) reports a 10.1-point lower mean error at 2 bits on ImageNet-C; this is a
+tiny-scale check of direction only, and the table reports what is measured.
+
+Farm part: the `ttaq_stream` sweep's task on the embedded local Ray (calibration-only PTQ so that
+the actors stream rather than reconstruct) with 1 and then 2 `tta_stream_cpu1` actors, 4 streams
+each; sustained rows/s = stream rows / (last chunk end − first chunk start), i.e. without Ray start
+and actor start-up. `--time-box` (default 480 s) stops adding seeds once the projected time would
+exceed it and says so. Writes bench.json and error_by_method.png into results/bench_ttaq/<run_id>/;
+the last line is `summary: key=value ...`.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python sweeps/bench_ttaq.py` from a checkout without install
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from actors.tta_stream import DIGITS_C
+from cluster.rundir import create_run_dir, environment_record, resolve_results_root, write_run_json
+from methods.tta.stream import StreamAdapter
+from methods.ttaq import TTAQConfig, parse_bits, run_ttaq_ptq
+from sims.data.digits import load_digits_split
+from sims.data.digits_c import CorruptionStream, CorruptionStreamConfig
+
+ORDERS = {"balanced": None, "imbalanced": 0.1}
+
+
+def stream_batches(seed: int, severity: int, alpha: float | None) -> list[tuple]:
+    """The whole stream as (domain, x, y) batches, computed once and shared by every method."""
+    cfg = CorruptionStreamConfig(corruptions=DIGITS_C, severity=severity, batch_size=32, image_size=16,
+                                 seed=seed, label_shift=alpha, batches_per_domain=14)
+    return [(b.domain, b.x, b.y) for b in CorruptionStream(cfg)]
+
+
+def mean_error(model: torch.nn.Module, batches, tta: str, abl: bool, seed: int) -> float:
+    adapter = StreamAdapter(copy.deepcopy(model), tta, 10, abl, seed)
+    for domain, x, y in batches:
+        adapter.step(x, y, domain)
+    return adapter.mean_error()
+
+
+def accuracy_part(args, fp: torch.nn.Module, deadline: float) -> tuple[list[dict[str, Any]], int]:
+    x_train = load_digits_split("train", 16)[0]
+    results: dict[tuple[str, str, str], list[float]] = {}
+    seeds_done = 0
+    for seed in range(args.seeds):
+        t0 = time.perf_counter()
+        streams = {o: stream_batches(seed, args.severity, a) for o, a in ORDERS.items()}
+        gen = torch.Generator().manual_seed(1000 + seed)
+        calib = x_train[torch.randperm(len(x_train), generator=gen)[: args.calib]]
+
+        def record(method: str, bits: str, model, tta: str, abl: bool = False, streams=streams, seed=seed):
+            for order, batches in streams.items():
+                err = mean_error(model, batches, tta, abl, seed)
+                results.setdefault((method, bits, order), []).append(err)
+
+        record("FP", "FP32", fp, "none")
+        record("FP+Tent", "FP32", fp, "tent")
+        for bits in args.bits.split(","):
+            w, a = parse_bits(bits)
+            base = dict(w_bits=w, a_bits=a, iters=args.iters, batch_size=32)
+            qdrop = run_ttaq_ptq(fp, calib, TTAQConfig(**base, pem=False, pcr=False), seed).model
+            ttaq = run_ttaq_ptq(fp, calib, TTAQConfig(**base, pem=True, pcr=True), seed).model
+            record("PTQ", bits, qdrop, "none")
+            record("PTQ+Tent", bits, qdrop, "tent")
+            record("PTQ+TTAQ(PEM+PCR)+Tent", bits, ttaq, "tent")
+            record("PTQ+TTAQ(PEM+PCR+ABL)+Tent", bits, ttaq, "tent", abl=True)
+        seeds_done += 1
+        took = time.perf_counter() - t0
+        print(f"seed {seed}: {took:.0f} s", flush=True)
+        if seed + 1 < args.seeds and time.perf_counter() + took > deadline:
+            print(f"time box: stopping after {seeds_done} seed(s) (the next would pass --time-box)", flush=True)
+            break
+    rows = []
+    for (method, bits, order), errs in results.items():
+        std = statistics.stdev(errs) if len(errs) > 1 else 0.0
+        rows.append({"method": method, "bits": bits, "order": order, "errors": errs,
+                     "mean": statistics.mean(errs), "std": std})
+    return rows, seeds_done
+
+
+def farm_part(actor_counts: list[int], out_root: Path) -> list[dict[str, Any]]:
+    import dataclasses
+
+    import ray
+
+    from actors.tta_stream import TTAStreamTaskConfig
+    from cluster.connect import connect
+    from cluster.results import read_table
+    from cluster.study import StudyRunner
+    from sweeps.ttaq_stream import TTAQStreamConfig, build_spec
+
+    owned = not ray.is_initialized()
+    connect(num_cpus=max(actor_counts), local=True, log_to_driver=False)
+    out = []
+    try:
+        for n in actor_counts:
+            task = TTAStreamTaskConfig(ptq_iters=0, n_batches=14)
+            cfg = TTAQStreamConfig(task=task, stream_seeds=(0, 1), bits=("W4A4",), tta=("tent",),
+                                   ttaq=("none",))
+            cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, actors=n))
+            run_dir = create_run_dir(out_root, "bench_ttaq_farm", f"actors{n}-{int(time.time())}")
+            outcome = StudyRunner(build_spec(cfg), run_dir, run_dir.name, progress=False).run()
+            rows = read_table(run_dir).to_pylist()
+            stream = [r for r in rows if r.get("row_kind") == "stream"]
+            chunks = [r for r in rows if r.get("row_kind") in ("chunk", "trial") and r.get("ts_start")]
+            span = max(r["ts_end"] for r in chunks) - min(r["ts_start"] for r in chunks)
+            out.append({"actors": n, "streams": outcome.complete, "stream_rows": len(stream),
+                        "span_s": span, "rows_per_s": len(stream) / span, "wall_s": outcome.seconds})
+            print(f"farm: {n} actor(s): {len(stream)} stream rows in {span:.1f} s of streaming "
+                  f"({len(stream) / span:.1f} rows/s; run wall {outcome.seconds:.1f} s)", flush=True)
+    finally:
+        if owned:
+            ray.shutdown()
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| method | bits | balanced: mean error ± std | imbalanced: mean error ± std |",
+             "|---|---|---|---|"]
+    keys = []
+    for r in rows:
+        if (r["method"], r["bits"]) not in keys:
+            keys.append((r["method"], r["bits"]))
+    for method, bits in keys:
+        cells = []
+        for order in ORDERS:
+            r = next((r for r in rows if (r["method"], r["bits"], r["order"]) == (method, bits, order)), None)
+            cells.append("—" if r is None else f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}")
+        lines.append(f"| {method} | {bits} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(ORDERS), figsize=(12, 4), sharey=True)
+    for ax, order in zip(axes, ORDERS, strict=True):
+        sel = [r for r in rows if r["order"] == order]
+        labels = [f"{r['method']}\n{r['bits']}" for r in sel]
+        ax.bar(range(len(sel)), [100 * r["mean"] for r in sel], yerr=[100 * r["std"] for r in sel])
+        ax.set_xticks(range(len(sel)), labels, rotation=70, fontsize=6)
+        ax.set_title(f"{order} label order")
+        ax.set_ylabel("mean error over domains (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def delta(rows, bits: str, order: str, a: str, b: str) -> float:
+    get = {(r["method"], r["bits"], r["order"]): r["mean"] for r in rows}
+    return 100 * (get[(a, bits, order)] - get[(b, bits, order)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--bits", default="W2A4,W4A4")
+    p.add_argument("--iters", type=int, default=60, help="reconstruction iterations per block")
+    p.add_argument("--calib", type=int, default=256)
+    p.add_argument("--severity", type=int, default=3)
+    p.add_argument("--time-box", type=float, default=480.0, help="seconds for the whole bench")
+    p.add_argument("--skip-farm", action="store_true")
+    p.add_argument("--out", help="results root (default: $EVFARM_RESULTS, else ./results)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    farm_reserve = 0.0 if args.skip_farm else 150.0
+    root = resolve_results_root(args.out).path
+    run_dir = create_run_dir(root, "bench_ttaq")
+    print(f"run directory: {run_dir}", flush=True)
+    import sims.zoo.cnn_bn_digits  # noqa: F401
+    from sims.zoo.registry import load_zoo_model
+
+    fp = load_zoo_model("cnn-bn-digits")
+    rows, seeds_done = accuracy_part(args, fp, start + args.time_box - farm_reserve)
+    print(table(rows))
+    plot(rows, run_dir / "error_by_method.png")
+    farm = [] if args.skip_farm else farm_part([1, 2], root)
+    result = {"rows": rows, "farm": farm, "seeds_done": seeds_done, "args": vars(args)}
+    (run_dir / "bench.json").write_text(json.dumps(result, indent=2))
+    write_run_json(run_dir, {"sweep": "bench_ttaq", "args": vars(args), **environment_record()})
+    summary = {"run_dir": str(run_dir), "seeds": seeds_done, "severity": args.severity, "iters": args.iters}
+    for bits in args.bits.split(","):
+        for order in ORDERS:
+            summary[f"ttaq_minus_ptq_{bits}_{order}_pts"] = round(
+                delta(rows, bits, order, "PTQ+TTAQ(PEM+PCR)+Tent", "PTQ+Tent"), 2)
+            summary[f"abl_minus_ttaq_{bits}_{order}_pts"] = round(
+                delta(rows, bits, order, "PTQ+TTAQ(PEM+PCR+ABL)+Tent", "PTQ+TTAQ(PEM+PCR)+Tent"), 2)
+    for f in farm:
+        summary[f"rows_per_s_{f['actors']}actor"] = round(f["rows_per_s"], 1)
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    print("summary: " + " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
