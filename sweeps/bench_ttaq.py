@@ -92,7 +92,7 @@ def accuracy_part(args, fp: torch.nn.Module, deadline: float) -> tuple[list[dict
         took = time.perf_counter() - t0
         print(f"seed {seed}: {took:.0f} s", flush=True)
         if seed + 1 < args.seeds and time.perf_counter() + took > deadline:
-            print(f"time box: stopping after {seeds_done} seed(s) (the next would pass --time-box)", flush=True)
+            print(f"time box: stopping after {seeds_done} seed(s)", flush=True)
             break
     rows = []
     for (method, bits, order), errs in results.items():
