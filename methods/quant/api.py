@@ -49,7 +49,7 @@ def _weight_layer_names(model: nn.Module, filter_fn: FilterFn | None) -> list[st
     return [
         n
         for n, m in model.named_modules()
-        if type(m) in (nn.Linear, nn.Conv2d) and (filter_fn is None or filter_fn(m, n))
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and (filter_fn is None or filter_fn(m, n))
     ]
 
 
@@ -81,7 +81,7 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None 
                 and mha_supported(child)
             ):
                 new = QuantMHA(child, config.a_bits, config)
-            elif keep and type(child) in (nn.Linear, nn.Conv2d):
+            elif keep and isinstance(child, (nn.Linear, nn.Conv2d)):
                 bits = config.first_last_bits if name in edge else None
                 wb, ab = (bits, bits) if bits is not None else (config.w_bits, config.a_bits)
                 cls = QuantLinear if isinstance(child, nn.Linear) else QuantConv2d
@@ -185,7 +185,7 @@ def bits_report(model: nn.Module) -> list[dict]:
         )
         rows.append({"name": name, "kind": type(m).__name__, "w_bits": w, "a_bits": a})
     for name, m in model.named_modules():
-        if type(m) in (nn.Linear, nn.Conv2d, nn.MultiheadAttention):
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.MultiheadAttention)):
             rows.append({"name": name, "kind": type(m).__name__ + " (fp)", "w_bits": None, "a_bits": None})
     return rows
 

@@ -123,6 +123,7 @@ def test_quantized_mha_disabled_matches_torch(batch_first):
     holder.mha = copy.deepcopy(mha)
     quantize_(holder, QuantConfig())
     assert isinstance(holder.mha, QuantMHA)
+    assert isinstance(holder.mha.out_proj, QuantLinear) and isinstance(holder.mha.q_proj, QuantLinear)
     x = torch.randn(3, 5, 8)
     kpm = torch.zeros(3, 5, dtype=torch.bool) if batch_first else torch.zeros(5, 3, dtype=torch.bool)
     kpm[0, -1] = True
