@@ -1,0 +1,144 @@
+"""One virtual galvo rig per actor: a task class for the generic evaluator (`actors/evaluator.py`).
+
+Placed with the profile `rig_virtual` (1 CPU + the custom resource `galvo_rig`, cluster/resources.py),
+so a farm of N actors is N virtual rigs. The rig — its registry entry in `sims.rigs.RIGS` and its
+base config (defaults + the sweep's fixed overrides, validated once) — is built in `__init__`;
+a trial runs one method on it over a few seeded scenes (search rig) or as-built rigs (scanner).
+
+Rigs and papers: "search" = wide-area PPM search, arXiv 2405.04589 (`sims/rigs/search_rig.py`,
+`methods/ppm_search.py`); "scanner" = multi-galvanometer light-section 3D scanner, arXiv 2403.01374
+(`sims/rigs/scanner_rig.py`, `methods/galvo3d.py`). Everything in this file is our design
+[inferred]: the parameter naming, the seeding and the averaging over scenes. No maths lives here.
+
+Trial params: names starting with `rig_` override rig fields (`rig_settle_s`); `method` picks a
+search method; every other name is a field of the method's (search) or calibration's (scanner)
+config (`budget`, `gamma`, `tiers`, `n_joint_points`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from methods.errors import ConfigError, did_you_mean
+from sims.rigs import RIGS
+
+RIG_PREFIX = "rig_"
+
+
+@dataclass(frozen=True)
+class GalvoRigTaskConfig:
+    """What every trial on one rig shares.
+
+    rig: "search" or "scanner". rig_overrides: fixed rig fields. method: default search method
+    (a trial's `method` param wins). method_overrides: {method name: {field: value}} for search,
+    {"calib": {field: value}} for the scanner. scenes: seeds averaged per trial. scene_seed: None →
+    scenes derive from the trial seed; an int → every trial meets the same scenes (paired).
+    curve_points: points of the landed recall-vs-shots/time curve (search rig).
+    """
+
+    rig: str = "search"
+    rig_overrides: dict[str, Any] = field(default_factory=dict)
+    method: str = "ppm_search"
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scenes: int = 1
+    scene_seed: int | None = None
+    curve_points: int = 20
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        RIGS.get(self.rig)  # unknown rigs list the known ones
+        if self.scenes < 1 or self.curve_points < 1:
+            raise ConfigError(f"Need scenes ≥ 1 and curve_points ≥ 1; received {self.scenes}, {self.curve_points}.")
+
+
+def with_overrides(cls: type, base: Any, overrides: dict[str, Any], what: str) -> Any:
+    """`replace(base, **overrides)` with unknown keys reported by name (and the config validated)."""
+    valid = {f.name for f in fields(cls)}
+    for key in overrides:
+        if key not in valid:
+            raise ConfigError(f"Unknown {what} field {key!r} for {cls.__name__}. {did_you_mean(key, valid)}")
+    vals = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return replace(base, **vals)
+
+
+def scene_seeds(scene_seed: int, n: int) -> list[int]:
+    """n independent scene seeds from one base (stable across processes)."""
+    return [int(s) for s in np.random.SeedSequence(scene_seed).generate_state(n) & 0x7FFFFFFF]
+
+
+def _assigned_galvo_rig() -> float:
+    """The `galvo_rig` resource this process holds (0 outside a Ray actor)."""
+    try:
+        import ray
+    except ImportError:
+        return 0.0
+    if not ray.is_initialized():
+        return 0.0
+    return float(ray.get_runtime_context().get_assigned_resources().get("galvo_rig", 0.0))
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    vals = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+    return float(np.nanmean(vals)) if np.any(~np.isnan(vals)) else float("nan")
+
+
+class GalvoRigTask:
+    """The evaluator's task: one rig, a method per trial (see the module docstring)."""
+
+    def __init__(self, cfg: GalvoRigTaskConfig) -> None:
+        self.cfg = cfg
+        self.spec = RIGS.get(cfg.rig)
+        self.rig = with_overrides(self.spec.config_cls, self.spec.config_cls(), cfg.rig_overrides, "rig")
+        self.galvo_rig = _assigned_galvo_rig()
+        self.trials_run = 0
+
+    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict[str, Any]:
+        rig_over = {k[len(RIG_PREFIX):]: v for k, v in params.items() if k.startswith(RIG_PREFIX)}
+        rest = {k: v for k, v in params.items() if not k.startswith(RIG_PREFIX)}
+        rig = with_overrides(self.spec.config_cls, self.rig, rig_over, "rig")
+        base = seed if self.cfg.scene_seed is None else self.cfg.scene_seed
+        seeds = scene_seeds(base, self.cfg.scenes)
+        out = self._search(rig, rest, seeds) if self.cfg.rig == "search" else self._scanner(rig, rest, seeds)
+        self.trials_run += 1
+        out["metrics"].update(galvo_rig=self.galvo_rig, rig_trials_run=self.trials_run, scenes=len(seeds))
+        return out
+
+    def _search(self, rig: Any, params: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+        from methods.ppm_search import SEARCH_METHODS
+
+        params = dict(params)
+        name = params.pop("method", self.cfg.method)
+        mcls = SEARCH_METHODS.get(name).config_cls
+        mcfg = with_overrides(mcls, mcls(), {**self.cfg.method_overrides.get(name, {}), **params}, f"{name} method")
+        runs = [self.spec.evaluate(rig, name, mcfg, s) for s in seeds]
+        keys = ("recall", "total_time_s", "system_fps", "recall_localised", "precision", "loc_err_v",
+                "loc_err_single_v", "loc_err_px", "mean_move_v", "n_shots", "calib_rmse_v")
+        # every mean goes out as an objective: the study takes the ones it optimises, the rest
+        # become columns of the trial row
+        means = {k: _mean(runs, k) for k in keys}
+        return {"objectives": means, "metrics": {"method": name}, "rows": self._curve(runs)}
+
+    def _curve(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Mean recall and detection time at evenly spaced shot counts (the same for every scene)."""
+        n = min(len(r["curve_recall"]) for r in runs)
+        if n == 0:
+            return []
+        shots = np.unique(np.ceil(np.linspace(0, n, self.cfg.curve_points + 1)[1:]).astype(int))
+        rec = np.mean([np.asarray(r["curve_recall"])[shots - 1] for r in runs], axis=0)
+        t = np.mean([np.asarray(r["curve_time_s"])[shots - 1] for r in runs], axis=0)
+        return [{"row_kind": "curve", "curve_shot": int(s), "curve_time_s": float(ti), "curve_recall": float(ri)}
+                for s, ti, ri in zip(shots, t, rec, strict=True)]
+
+    def _scanner(self, rig: Any, params: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+        from sims.rigs.scanner_rig import CalibConfig
+
+        calib = with_overrides(CalibConfig, CalibConfig(),
+                               {**self.cfg.method_overrides.get("calib", {}), **params}, "calibration")
+        runs = [self.spec.evaluate(rig, calib, s) for s in seeds]
+        keys = ("rmse_mm", "max_err_mm", "calib_wall_s", "calib_nfev", "rmse_staged_mm", "rmse_true_params_mm",
+                "rmse_design_mm", "joint_wall_s", "static_rmse_mm", "static_max_err_mm", "static_rmse_ratio",
+                "span_x_mm", "span_y_mm", "span_z_mm")
+        means = {k: _mean(runs, k) for k in keys if any(k in r for r in runs)}
+        return {"objectives": means, "metrics": {}}
