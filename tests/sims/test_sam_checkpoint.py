@@ -87,7 +87,7 @@ def test_non_state_dict_is_rejected(tmp_path):
 
 def test_wrong_shapes_are_reported(tmp_path):
     torch.manual_seed(0)
-    other = build_sam_shapes(SamShapesConfig(prompt_dim=64)).state_dict()
+    other = build_sam_shapes(SamShapesConfig(prompt_dim=32, decoder_mlp_dim=128)).state_dict()
     path = tmp_path / "other.pth"
     torch.save(other, path)
     with pytest.raises(CheckpointError, match="shape mismatches") as err:
