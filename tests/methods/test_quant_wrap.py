@@ -206,3 +206,17 @@ def test_per_group_weights_and_report_formatting():
     assert "blocks.0.attn.qkv" in text and "QuantLinear" in text
     with pytest.raises(ConfigError, match="group_size"):
         QuantConfig(w_granularity="group")
+
+
+def test_quantized_mha_calibrates_with_log2_softmax_and_is_ready():
+    torch.manual_seed(0)
+    holder = nn.Module()
+    holder.mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    x = torch.randn(4, 6, 8)
+    ref = holder.mha(x, x, x)[0]
+    quantize_(holder, QuantConfig(softmax_quant="log2", first_last_bits=None))
+    calibrate(holder, x, forward_fn=lambda m, xb: m.mha(xb, xb, xb)[0])
+    check_ready_for_eval(holder)
+    assert holder.mha.av.qa.tau in (1, 2, 4)
+    out = holder.mha(x, x, x)[0]
+    assert not torch.allclose(out, ref, atol=1e-4) and (out - ref).abs().mean() < 0.5 * ref.abs().mean()
