@@ -128,3 +128,29 @@ def test_missing_weights_raise_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_zoo_model(NAME, tmp_path)
     assert json.loads((WEIGHTS_DIR / f"{NAME}.json").read_text())["name"] == NAME
+
+
+def test_recipe_validation():
+    from methods.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="steps"):
+        SamShapesRecipe(steps=0)
+    with pytest.raises(ConfigError, match="train_images"):
+        SamShapesRecipe(train_images=4, images_per_step=8)
+    with pytest.raises(ConfigError, match="box_fraction"):
+        SamShapesRecipe(box_fraction=1.5)
+
+
+@pytest.mark.slow
+def test_train_writes_weights_card_and_overlay(tmp_path):
+    from sims.zoo.sam_shapes import train
+
+    recipe = SamShapesRecipe(steps=3, images_per_step=2, train_images=4, test_images=4, warmup_steps=1)
+    seen = []
+    card = train(tmp_path, seed=0, recipe=recipe, progress=lambda step, loss: seen.append(step))
+    assert seen == [1, 2, 3]
+    for suffix in (".safetensors", ".json", ".md", "-overlay.png"):
+        assert (tmp_path / f"{NAME}{suffix}").is_file()
+    assert read_card(NAME, tmp_path)["box_iou"] == card["box_iou"]
+    reloaded = evaluate(load_zoo_model(NAME, tmp_path), n_images=4)
+    assert reloaded["box_iou"] == pytest.approx(card["box_iou"], abs=1e-6)
