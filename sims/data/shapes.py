@@ -26,8 +26,8 @@ SeedSequence([SEED_SALT, seed]))`, so the same seed and config give the same byt
    only if its own mask has ≥ min_visible_area × image_size² pixels and, after it is added, every
    object (earlier ones included) keeps ≥ min_visible_fraction of its full area and
    ≥ min_visible_area × image_size² visible pixels; otherwise it is redrawn, up to max_tries
-   times, after which the image keeps the objects accepted so far (at least one: the first
-   object alone always passes on the checks that do not involve occlusion, or is redrawn).
+   times, after which the image keeps the objects accepted so far. If not even the first object
+   fits in max_tries draws (only with extreme configs), a ConfigError says what to change.
 5. Pixel noise N(0, noise_std) is added and the image clipped to [0, 1] (float32, CHW).
 
 Per object (visible part only): a boolean mask, a box (x0, y0, x1, y1) in pixel-edge coordinates
