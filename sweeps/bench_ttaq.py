@@ -17,10 +17,10 @@ tiny-scale check of direction only, and the table reports what is measured.
 
 Farm part: the `ttaq_stream` sweep's task on the embedded local Ray (calibration-only PTQ so that
 the actors stream rather than reconstruct) with 1 and then 2 `tta_stream_cpu1` actors, 4 streams
-each; sustained rows/s = stream rows / (last chunk end − first chunk start), i.e. without Ray start
-and actor start-up. `--time-box` (default 480 s) stops adding seeds once the projected time would
-exceed it and says so. Writes bench.json and error_by_method.png into results/bench_ttaq/<run_id>/;
-the last line is `summary: key=value ...`.
+of 56 batches each; sustained rows/s = stream rows / (last chunk end − first chunk start), i.e.
+without Ray start and actor start-up. `--time-box` (default 480 s) stops adding seeds once the
+projected time would exceed it and says so. Writes bench.json and error_by_method.png into
+results/bench_ttaq/<run_id>/; the last line is `summary: key=value ...`.
 """
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def farm_part(actor_counts: list[int], out_root: Path) -> list[dict[str, Any]]:
     out = []
     try:
         for n in actor_counts:
-            task = TTAStreamTaskConfig(ptq_iters=0, n_batches=14)
+            task = TTAStreamTaskConfig(ptq_iters=0, n_batches=14, batches_per_domain=7)
             cfg = TTAQStreamConfig(task=task, stream_seeds=(0, 1), bits=("W4A4",), tta=("tent",),
                                    ttaq=("none",))
             cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, actors=n))
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    farm_reserve = 0.0 if args.skip_farm else 150.0
+    farm_reserve = 0.0 if args.skip_farm else 120.0
     root = resolve_results_root(args.out).path
     run_dir = create_run_dir(root, "bench_ttaq")
     print(f"run directory: {run_dir}", flush=True)

@@ -75,7 +75,7 @@ def test_farm_stream_lands_rows_while_running_and_resumes_after_actor_death(ray_
 
     marker = tmp_path / "markers"
     marker.mkdir()
-    task = TTAStreamTaskConfig(**{**SMALL, "batches_per_domain": 5, "n_batches": 2, "batch_sleep": 0.15,
+    task = TTAStreamTaskConfig(**{**SMALL, "batches_per_domain": 5, "n_batches": 2, "batch_sleep": 0.25,
                                   "crash_chunk": 2, "marker_dir": str(marker)})
     cfg = TTAQStreamConfig(task=task, bits=("W4A4",), tta=("tent",), ttaq=("none", "pem+pcr+abl"),
                            label_orders=("imbalanced",))
