@@ -50,7 +50,8 @@ class GalvoRigTaskConfig:
     def __post_init__(self) -> None:
         RIGS.get(self.rig)  # unknown rigs list the known ones
         if self.scenes < 1 or self.curve_points < 1:
-            raise ConfigError(f"Need scenes ≥ 1 and curve_points ≥ 1; received {self.scenes}, {self.curve_points}.")
+            raise ConfigError(f"Need scenes ≥ 1 and curve_points ≥ 1; received {self.scenes}, "
+                              f"{self.curve_points}.")
 
 
 def with_overrides(cls: type, base: Any, overrides: dict[str, Any], what: str) -> Any:
@@ -94,7 +95,8 @@ class GalvoRigTask:
         self.galvo_rig = _assigned_galvo_rig()
         self.trials_run = 0
 
-    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict[str, Any]:
+    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int,
+                 n_chunks: int) -> dict[str, Any]:
         rig_over = {k[len(RIG_PREFIX):]: v for k, v in params.items() if k.startswith(RIG_PREFIX)}
         rest = {k: v for k, v in params.items() if not k.startswith(RIG_PREFIX)}
         rig = with_overrides(self.spec.config_cls, self.rig, rig_over, "rig")
@@ -111,7 +113,8 @@ class GalvoRigTask:
         params = dict(params)
         name = params.pop("method", self.cfg.method)
         mcls = SEARCH_METHODS.get(name).config_cls
-        mcfg = with_overrides(mcls, mcls(), {**self.cfg.method_overrides.get(name, {}), **params}, f"{name} method")
+        over = {**self.cfg.method_overrides.get(name, {}), **params}
+        mcfg = with_overrides(mcls, mcls(), over, f"{name} method")
         runs = [self.spec.evaluate(rig, name, mcfg, s) for s in seeds]
         keys = ("recall", "total_time_s", "system_fps", "recall_localised", "precision", "loc_err_v",
                 "loc_err_single_v", "loc_err_px", "mean_move_v", "n_shots", "calib_rmse_v")
@@ -128,8 +131,8 @@ class GalvoRigTask:
         shots = np.unique(np.ceil(np.linspace(0, n, self.cfg.curve_points + 1)[1:]).astype(int))
         rec = np.mean([np.asarray(r["curve_recall"])[shots - 1] for r in runs], axis=0)
         t = np.mean([np.asarray(r["curve_time_s"])[shots - 1] for r in runs], axis=0)
-        return [{"row_kind": "curve", "curve_shot": int(s), "curve_time_s": float(ti), "curve_recall": float(ri)}
-                for s, ti, ri in zip(shots, t, rec, strict=True)]
+        return [{"row_kind": "curve", "curve_shot": int(s), "curve_time_s": float(ti),
+                 "curve_recall": float(ri)} for s, ti, ri in zip(shots, t, rec, strict=True)]
 
     def _scanner(self, rig: Any, params: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
         from sims.rigs.scanner_rig import CalibConfig
@@ -137,8 +140,8 @@ class GalvoRigTask:
         calib = with_overrides(CalibConfig, CalibConfig(),
                                {**self.cfg.method_overrides.get("calib", {}), **params}, "calibration")
         runs = [self.spec.evaluate(rig, calib, s) for s in seeds]
-        keys = ("rmse_mm", "max_err_mm", "calib_wall_s", "calib_nfev", "rmse_staged_mm", "rmse_true_params_mm",
-                "rmse_design_mm", "joint_wall_s", "static_rmse_mm", "static_max_err_mm", "static_rmse_ratio",
-                "span_x_mm", "span_y_mm", "span_z_mm")
+        keys = ("rmse_mm", "max_err_mm", "calib_wall_s", "calib_nfev", "rmse_staged_mm",
+                "rmse_true_params_mm", "rmse_design_mm", "joint_wall_s", "static_rmse_mm",
+                "static_max_err_mm", "static_rmse_ratio", "span_x_mm", "span_y_mm", "span_z_mm")
         means = {k: _mean(runs, k) for k in keys if any(k in r for r in runs)}
         return {"objectives": means, "metrics": {}}

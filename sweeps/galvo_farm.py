@@ -94,9 +94,11 @@ class SearchFarmConfig:
         for name in (*self.methods, self.method, *self.method_overrides):
             SEARCH_METHODS.get(name)  # unknown names list the known ones
         if not self.methods or not self.budgets or min(self.budgets) < 1:
-            raise ConfigError(f"Need non-empty methods and budgets ≥ 1; received {self.methods}, {self.budgets}.")
+            raise ConfigError(f"Need non-empty methods and budgets ≥ 1; received {self.methods}, "
+                              f"{self.budgets}.")
         if len(self.budget_range) != 2 or not 1 <= self.budget_range[0] <= self.budget_range[1]:
-            raise ConfigError(f"budget_range must be (low, high) with 1 ≤ low ≤ high; received {self.budget_range}.")
+            raise ConfigError(f"budget_range must be (low, high) with 1 ≤ low ≤ high; received "
+                              f"{self.budget_range}.")
         _pick(SearchRigConfig.search_space(), self.rig_params, "search.rig_params entry")
         _pick(SEARCH_METHODS.get(self.method).config_cls.search_space(), self.method_params,
               f"search.method_params entry (method {self.method})")
@@ -203,7 +205,8 @@ def build_spec(cfg: GalvoFarmConfig) -> StudySpec:
         study = replace(study, n_trials=sub.trials)
     return StudySpec(sweep=SWEEP, objectives=tuple(sub.objectives),
                      directions=tuple(DIRECTIONS[cfg.rig][o] for o in sub.objectives),
-                     space=search_space(cfg), task_factory=partial(GalvoRigTask, task_config(cfg)), study=study)
+                     space=search_space(cfg), task_factory=partial(GalvoRigTask, task_config(cfg)),
+                     study=study)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -224,7 +227,7 @@ def plot_recall_vs_time(run_dir: Path, trials: list[dict], curves: dict[int, lis
                         front: set[int]) -> Path | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = [plt.get_cmap("tab10")(i) for i in range(10)]
     groups = sorted({t["method"] for t in trials}) if grid else ["pareto", "other"]
     drawn = False
     for t in trials:
@@ -233,7 +236,7 @@ def plot_recall_vs_time(run_dir: Path, trials: list[dict], curves: dict[int, lis
             continue
         key = t["method"] if grid else ("pareto" if t["trial_number"] in front else "other")
         colour = colours[groups.index(key) % len(colours)] if key != "other" else "0.75"
-        label = key if key not in {l.get_label() for l in ax.lines} else None
+        label = key if key not in {line.get_label() for line in ax.lines} else None
         ax.plot([0.0] + [p["curve_time_s"] for p in pts], [0.0] + [p["curve_recall"] for p in pts],
                 "-", color=colour, lw=1.5 if key != "other" else 0.8, label=label)
         drawn = True
@@ -251,7 +254,8 @@ def plot_recall_vs_time(run_dir: Path, trials: list[dict], curves: dict[int, lis
     return path
 
 
-def plot_objective_vs_params(run_dir: Path, trials: list[dict], objective: str, params: list[str]) -> Path | None:
+def plot_objective_vs_params(run_dir: Path, trials: list[dict], objective: str,
+                             params: list[str]) -> Path | None:
     """One scatter per numeric swept parameter (error vs parameter for the scanner)."""
     numeric = [p for p in params if all(isinstance(t.get(p), (int, float)) and not isinstance(t.get(p), bool)
                                         for t in trials)]
@@ -263,7 +267,7 @@ def plot_objective_vs_params(run_dir: Path, trials: list[dict], objective: str, 
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.9 * nrows), squeeze=False)
     for ax in axes.flat[len(numeric):]:
         ax.set_visible(False)
-    for ax, p in zip(axes.flat, numeric):
+    for ax, p in zip(axes.flat, numeric, strict=False):  # surplus axes were hidden above
         ax.plot([t[p] for t in trials], [_num(t.get(objective)) for t in trials], "o", ms=4)
         ax.set_xlabel(p)
         ax.set_ylabel(objective)
@@ -284,7 +288,8 @@ def plot_rmse_vs_noise(run_dir: Path, trials: list[dict]) -> Path | None:
     static = sorted((t[noise], t["static_rmse_mm"]) for t in trials
                     if t["tiers"] == "all" and t.get("static_rmse_mm") is not None)
     if static:
-        ax.plot([p[0] for p in static], [p[1] for p in static], "s--", color="0.4", label="static camera (tiers=all)")
+        ax.plot([p[0] for p in static], [p[1] for p in static], "s--", color="0.4",
+                label="static camera (tiers=all)")
     ax.set_xlabel("stripe noise (px)")
     ax.set_ylabel("reconstruction RMSE (mm)")
     ax.set_yscale("log")
@@ -315,8 +320,8 @@ def report(run_dir: Path, cfg: GalvoFarmConfig, outcome: Any) -> dict[str, Any]:
         "max_err_mm", "rmse_true_params_mm", "static_rmse_mm", "calib_nfev")
     shown += [k for k in (*more, "galvo_rig") if k not in shown]
     print(format_table([{k: t.get(k) for k in shown} for t in trials]))
-    extras: dict[str, Any] = {"rig": cfg.rig, "rigs": cfg.study.actors,
-                              "actors_on_rigs": len({t["actor_id"] for t in trials if (t.get("galvo_rig") or 0) >= 1}),
+    on_rigs = {t["actor_id"] for t in trials if (t.get("galvo_rig") or 0) >= 1}
+    extras: dict[str, Any] = {"rig": cfg.rig, "rigs": cfg.study.actors, "actors_on_rigs": len(on_rigs),
                               "actors_used": len({t["actor_id"] for t in trials})}
     if not trials:
         return extras
@@ -352,7 +357,8 @@ def report(run_dir: Path, cfg: GalvoFarmConfig, outcome: Any) -> dict[str, Any]:
 
 # -- command line ----------------------------------------------------------------------------
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rig", choices=sorted(DIRECTIONS), help="which virtual rig the farm runs (default search)")
+    p.add_argument("--rig", choices=sorted(DIRECTIONS),
+                   help="which virtual rig the farm runs (default search)")
     p.add_argument("--rigs", type=int, help="N virtual rigs = N actors (shorthand for --set study.actors=N)")
 
 
@@ -379,7 +385,8 @@ def farm_size(argv: list[str] | None) -> int:
     overrides = list(args.set) + [f"study.actors={n}" for n in (args.actors, args.rigs) if n is not None]
     try:
         if args.resume is not None:
-            run_dir = check_run_dir(args.resume) if args.resume else latest_run(resolve_results_root(args.out).path, SWEEP)
+            run_dir = (check_run_dir(args.resume) if args.resume
+                       else latest_run(resolve_results_root(args.out).path, SWEEP))
             cfg = apply_overrides(from_dict(GalvoFarmConfig, read_run_json(run_dir)["config"]), overrides)
         else:
             cfg = load_config(GalvoFarmConfig, args.config, overrides)
@@ -392,9 +399,9 @@ def check_rig_resources(available: dict[str, float], n: int) -> None:
     """A cluster that cannot place N rig actors would leave the farm waiting forever."""
     have = float(available.get("galvo_rig", 0.0))
     if have < n:
-        raise ConfigError(f"The farm needs {n} `galvo_rig` resources (one per rig actor) but the connected "
-                          f"Ray cluster has {have:g}. Start its nodes with --resources '{{\"galvo_rig\": {n}}}', "
-                          f"or ask for fewer rigs with --rigs.")
+        raise ConfigError(f"The farm needs {n} `galvo_rig` resources (one per rig actor) but the "
+                          f"connected Ray cluster has {have:g}. Start its nodes with "
+                          f"--resources '{{\"galvo_rig\": {n}}}', or ask for fewer rigs with --rigs.")
 
 
 def main(argv: list[str] | None = None) -> int:

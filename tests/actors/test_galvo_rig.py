@@ -62,10 +62,12 @@ def test_method_overrides_apply_and_bad_names_are_reported():
 
 
 def test_scanner_trial_matches_the_pure_scanner():
-    task = GalvoRigTask(GalvoRigTaskConfig(rig="scanner", scene_seed=0, method_overrides={"calib": SMALL_CALIB}))
+    task = GalvoRigTask(GalvoRigTaskConfig(rig="scanner", scene_seed=0,
+                                           method_overrides={"calib": SMALL_CALIB}))
     out = _run(task, {"tiers": "staged", "rig_stripe_noise_px": 0.2})
     seed = scene_seeds(0, 1)[0]
-    pure = evaluate_scanner(ScannerRigConfig(stripe_noise_px=0.2), CalibConfig(tiers="staged", **SMALL_CALIB), seed)
+    pure = evaluate_scanner(ScannerRigConfig(stripe_noise_px=0.2), CalibConfig(tiers="staged", **SMALL_CALIB),
+                            seed)
     assert out["objectives"]["rmse_mm"] == pytest.approx(pure["rmse_mm"])
     assert out["objectives"]["rmse_mm"] < out["objectives"]["rmse_design_mm"] / 10  # calibration helped
     assert "static_rmse_mm" not in out["objectives"]
