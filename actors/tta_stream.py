@@ -109,6 +109,9 @@ def load_source_model(cfg: TTAStreamTaskConfig) -> torch.nn.Module:
     if not cfg.checkpoint:
         return load_zoo_model(cfg.model)
     path = Path(cfg.checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"Expected a weights file for zoo model {cfg.model!r} at {path} "
+                              "(.safetensors, or .pth of a state_dict()), but there is no such file.")
     model = ZOO.get(cfg.model).build()
     state = (load_state_dict_file(path) if path.suffix == ".safetensors"
              else torch.load(str(path), map_location="cpu", weights_only=True))

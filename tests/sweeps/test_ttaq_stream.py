@@ -131,3 +131,57 @@ def test_cli_sweep_end_to_end_with_killed_actor(ray_local, tmp_path, capsys):
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("summary: ") and "complete=2" in summary and "retried=1" in summary
     assert "duplicate_batches=0" in summary and "stream_rows=16" in summary
+
+
+@pytest.mark.slow  # builds and quantizes a 4.9M-parameter timm ResNet: ~10 s of CPU
+def test_cifar10c_folder_and_user_timm_checkpoint_flags(tmp_path, capsys):
+    """A CIFAR-10-C style folder + a user's timm checkpoint + clean calibration .npy, as the sweep's
+    flags set them: the task streams the folder with the quantized user model; bad paths exit 2."""
+    import numpy as np
+    import timm
+    from safetensors.torch import save_file
+
+    from sweeps.ttaq_stream import TTAQStreamConfig, build_spec, main
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "CIFAR-10-C"
+    root.mkdir()
+    for name in ("gaussian_noise", "contrast"):
+        np.save(root / f"{name}.npy", rng.integers(0, 256, (5 * 8, 16, 16, 3), dtype=np.uint8))
+    np.save(root / "labels.npy", np.tile(np.arange(4), 10))
+    np.save(tmp_path / "clean.npy", rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8))
+    model = timm.create_model("resnet10t", num_classes=4, pretrained=False)
+    save_file(model.state_dict(), str(tmp_path / "user.safetensors"))
+    cfg = TTAStreamTaskConfig(source="cifar10c", root=str(root), corruptions=("gaussian_noise", "contrast"),
+                              batch_size=4, batches_per_domain=0, calib_path=str(tmp_path / "clean.npy"),
+                              calib_images=16, arch="resnet10t",
+                              checkpoint=str(tmp_path / "user.safetensors"),
+                              num_classes=4, ptq_iters=0, n_batches=2)
+    spec = build_spec(TTAQStreamConfig(task=cfg, bits=("W8A8",), tta=("tent",), ttaq=("none",)))
+    assert spec.study.n_chunks == 2  # 2 domains x 8 images / batch 4 = 4 batches, 2 per chunk
+    task = TTAStreamTask(cfg)
+    params = {"stream_seed": 0, "bits": "W8A8", "tta": "tent", "ttaq": "none", "label_order": "balanced"}
+    rows, last = run_chunks(task, params, [0, 1], 2)
+    assert [r["batch_index"] for r in rows] == [0, 1, 2, 3] and 0 <= last["objectives"]["mean_error"] <= 1
+    code = main(["--source", "cifar10c", "--root", str(tmp_path / "missing"), "--calib", "x.npy",
+                 "--out", str(tmp_path / "res"), "--no-progress"])
+    assert code == 2 and "CIFAR-10-C style folder" in capsys.readouterr().err
+
+
+def test_user_checkpoint_for_the_zoo_model_is_loaded_and_checked(tmp_path):
+    import torch
+
+    import sims.zoo.cnn_bn_digits as zoo
+
+    model = zoo.build()
+    torch.save(model.state_dict(), tmp_path / "mine.pth")
+    task = TTAStreamTask(TTAStreamTaskConfig(**SMALL, checkpoint=str(tmp_path / "mine.pth")))
+    for key, value in model.state_dict().items():
+        assert torch.equal(task.fp.state_dict()[key], value)  # the user's weights, not the zoo's
+    from methods.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no such file"):
+        TTAStreamTask(TTAStreamTaskConfig(**SMALL, checkpoint=str(tmp_path / "absent.pth")))
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        TTAStreamTask(TTAStreamTaskConfig(**SMALL, checkpoint=str(tmp_path / "other.pth")))
