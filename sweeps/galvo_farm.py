@@ -409,17 +409,28 @@ def main(argv: list[str] | None = None) -> int:
     n = farm_size(argv)
     import ray
 
-    if ray.is_initialized():  # in-process use (tests, notebooks): the cluster must already hold the rigs
-        try:
-            check_rig_resources(ray.cluster_resources(), n)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    elif "--num-cpus" not in argv and n > (os.cpu_count() or 1):
-        argv += ["--num-cpus", str(n)]  # logical CPUs: rigs are single-threaded sims and time-share
-    return run_sweep(argv, sweep=SWEEP, description=__doc__.splitlines()[0], config_cls=GalvoFarmConfig,
-                     build_spec=build_spec, report=report, cluster_resources={"galvo_rig": float(n)},
-                     add_arguments=_add_arguments, config_from_args=_config_from_args)
+    from cluster.connect import connect
+
+    attached = False
+    if (not ray.is_initialized() and os.environ.get("RAY_ADDRESS", "local") not in ("", "local")
+            and not {"--dry-run", "-h", "--help"} & set(argv)):
+        connect()  # an existing cluster (a `ray job submit` driver): attach now so its rigs can be counted
+        attached = True
+    try:
+        if ray.is_initialized():  # attached, or in-process use (tests): the cluster must hold the rigs
+            try:
+                check_rig_resources(ray.cluster_resources(), n)
+            except ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        elif "--num-cpus" not in argv and n > (os.cpu_count() or 1):
+            argv += ["--num-cpus", str(n)]  # logical CPUs: rigs are single-threaded sims and time-share
+        return run_sweep(argv, sweep=SWEEP, description=__doc__.splitlines()[0], config_cls=GalvoFarmConfig,
+                         build_spec=build_spec, report=report, cluster_resources={"galvo_rig": float(n)},
+                         add_arguments=_add_arguments, config_from_args=_config_from_args)
+    finally:
+        if attached:
+            ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ next `ray_local` user starts the shared one again.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -95,6 +96,22 @@ def test_farm_refuses_a_cluster_without_enough_rigs(rig_cluster, tmp_path, capsy
     assert not (tmp_path / gf.SWEEP).exists()  # refused before a run directory was made
     with pytest.raises(ConfigError, match="needs 2 `galvo_rig`.*has 1"):
         gf.check_rig_resources({"CPU": 2.0, "galvo_rig": 1.0}, 2)
+
+
+def test_a_driver_attached_by_address_refuses_a_cluster_without_enough_rigs(rig_cluster, tmp_path):
+    """Under `ray job submit` the driver attaches to a cluster; too few rigs must not hang the farm."""
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.run([sys.executable, "-m", "sweeps.galvo_farm", "--out", str(tmp_path), "--no-progress",
+                           "--rigs", "3"], env=env, capture_output=True, text=True, timeout=180,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "needs 3 `galvo_rig`" in proc.stderr and "has 2" in proc.stderr
 
 
 def test_farm_size_follows_every_way_of_setting_the_actors(tmp_path):
