@@ -79,6 +79,11 @@ def _list(zoo: Any) -> int:
     return 0
 
 
+def _print_progress(step: int, loss: float) -> None:
+    if step % 100 == 0:
+        print(f"  step {step} loss {loss:.4f}", file=sys.stderr, flush=True)
+
+
 def _train(zoo: Any, args: argparse.Namespace) -> int:
     spec = zoo.get(args.name)
     kwargs: dict[str, Any] = {"seed": args.seed}
@@ -86,6 +91,8 @@ def _train(zoo: Any, args: argparse.Namespace) -> int:
         if "steps" not in inspect.signature(spec.train).parameters:
             raise ConfigError(f"The training script of {spec.name!r} has no step override; drop --steps.")
         kwargs["steps"] = args.steps
+    if "progress" in inspect.signature(spec.train).parameters:  # long trainings report as they go
+        kwargs["progress"] = _print_progress
     card = spec.train(args.out, **kwargs)
     where = args.out if args.out is not None else "sims/zoo/weights"
     print(f"trained {spec.name}: {spec.metric}={_fmt(card.get(spec.metric))} "

@@ -196,7 +196,7 @@ FID's Inception features, which would need a download.
 `fd_test_vs_train` is the floor: two real sets of different digits (`fd_test_vs_train256`: 256
 random real training digits, the floor for a score of 256 generated samples). Blur is a 3×3 box
 filter applied twice; shift moves the test digits 2 px down-right with zero fill; noise is uniform
-in [0, 1]. Values near it mean
+in [0, 1]. Values near the floor mean
 "indistinguishable from real digits to this classifier"; values near `fd_test_vs_noise` mean
 "no digit structure". Digit-FD of N generated samples carries a small-sample bias (fewer samples →
 larger FD), so compare sets of equal size only.
