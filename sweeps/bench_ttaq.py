@@ -173,9 +173,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def delta(rows, bits: str, order: str, a: str, b: str) -> float:
-    get = {(r["method"], r["bits"], r["order"]): r["mean"] for r in rows}
-    return 100 * (get[(a, bits, order)] - get[(b, bits, order)])
+def delta(rows, bits: str, order: str, a: str, b: str) -> str:
+    """Paired difference a − b in error points over the seeds: 'mean±std' (negative: a is better)."""
+    get = {(r["method"], r["bits"], r["order"]): r["errors"] for r in rows}
+    diffs = [100 * (x - y) for x, y in zip(get[(a, bits, order)], get[(b, bits, order)], strict=True)]
+    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    return f"{statistics.mean(diffs):+.2f}±{std:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"run_dir": str(run_dir), "seeds": seeds_done, "severity": args.severity, "iters": args.iters}
     for bits in args.bits.split(","):
         for order in ORDERS:
-            summary[f"ttaq_minus_ptq_{bits}_{order}_pts"] = round(
-                delta(rows, bits, order, "PTQ+TTAQ(PEM+PCR)+Tent", "PTQ+Tent"), 2)
-            summary[f"abl_minus_ttaq_{bits}_{order}_pts"] = round(
-                delta(rows, bits, order, "PTQ+TTAQ(PEM+PCR+ABL)+Tent", "PTQ+TTAQ(PEM+PCR)+Tent"), 2)
+            summary[f"ttaq_minus_ptq_{bits}_{order}_pts"] = delta(
+                rows, bits, order, "PTQ+TTAQ(PEM+PCR)+Tent", "PTQ+Tent")
+            summary[f"abl_minus_ttaq_{bits}_{order}_pts"] = delta(
+                rows, bits, order, "PTQ+TTAQ(PEM+PCR+ABL)+Tent", "PTQ+TTAQ(PEM+PCR)+Tent")
     for f in farm:
         summary[f"rows_per_s_{f['actors']}actor"] = round(f["rows_per_s"], 1)
     summary["seconds"] = round(time.perf_counter() - start, 1)
