@@ -285,6 +285,9 @@ def plot_rmse_vs_noise(run_dir: Path, trials: list[dict]) -> Path | None:
     for tier in sorted({t["tiers"] for t in trials}):
         pts = sorted((t[noise], t["rmse_mm"]) for t in trials if t["tiers"] == tier)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"galvo, tiers={tier}")
+    floor = sorted({(t[noise], t["rmse_true_params_mm"]) for t in trials if t.get("rmse_true_params_mm")})
+    if floor:  # the same noise with the true parameters: what no calibration can beat
+        ax.plot([p[0] for p in floor], [p[1] for p in floor], ":", color="k", label="true parameters (floor)")
     static = sorted((t[noise], t["static_rmse_mm"]) for t in trials
                     if t["tiers"] == "all" and t.get("static_rmse_mm") is not None)
     if static:
@@ -336,7 +339,8 @@ def report(run_dir: Path, cfg: GalvoFarmConfig, outcome: Any) -> dict[str, Any]:
         if grid:
             for m in cfg.search.methods:
                 extras[f"recall_{m}"] = _mean([t for t in trials if t["method"] == m], "recall")
-            if "ppm" in cfg.search.methods and "uniform" in cfg.search.methods:
+            if extras.get("recall_uniform", 0) > 0 and not math.isnan(extras.get("recall_ppm", math.nan)):
+                # equal shots: both methods ran the same budgets on the same scenes
                 extras["ppm_over_uniform"] = extras["recall_ppm"] / extras["recall_uniform"]
         else:
             extras["best_recall"] = max(_num(t["recall"]) for t in trials)
