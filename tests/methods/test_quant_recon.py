@@ -47,7 +47,7 @@ def test_default_units_cover_blocks_and_layers_in_order():
     assert units[0] == ("0", "1", "2") and units[-1] == ("7",)
 
 
-def test_engine_calls_callback_reduces_loss_hardens_and_resets_drop_for_a_caller_stage():
+def test_engine_calls_callback_hardens_and_resets_drop_for_a_caller_stage():
     torch.manual_seed(0)
     model = calibrate(quantize_(tiny_vit(), QuantConfig(w_bits=2, a_bits=4, first_last_bits=None)), X)
     seen = []
