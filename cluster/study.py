@@ -37,7 +37,7 @@ from actors.sink import ResultSink
 from cluster.resources import PROFILES, actor_options
 from cluster.results import BASE_NAMES, read_table
 from cluster.rundir import JOURNAL
-from methods.errors import ConfigError
+from methods.errors import ConfigError, EvfarmUserError
 
 SAMPLERS = ("grid", "tpe", "nsga2", "random")
 Space = Mapping[str, tuple]
@@ -448,7 +448,7 @@ class StudyRunner:
         def make_actor(slot: int) -> Any:
             return Evaluator.options(**opts).remote(factory, threads)
 
-        pool = ActorPool(make_actor, self.cfg.actors)
+        pool = ActorPool(make_actor, actors_that_fit(self.cfg.profile, self.cfg.actors))
         bar = _progress_bar(total, already, self.progress)
         try:
             while True:
@@ -480,6 +480,31 @@ class StudyRunner:
         self.outcome.seconds = time.perf_counter() - self.t0
         self.outcome.best = best_trials(self.study, self.spec)
         return self.outcome
+
+
+def actors_that_fit(profile: str, wanted: int) -> int:
+    """How many actors of `profile` the connected cluster can hold at once (at most `wanted`).
+
+    Actors that cannot be placed would wait forever and their trials with them, so a cluster that
+    holds none is an error and one that holds fewer gets a smaller pool (with a message).
+    """
+    prof = PROFILES.get(profile)
+    need = {"CPU": prof.num_cpus, "GPU": prof.num_gpus, **prof.resources}
+    total = ray.cluster_resources()
+    fits = wanted
+    for name, amount in need.items():
+        if amount > 0:
+            fits = min(fits, int(total.get(name, 0.0) // amount + 1e-9))
+    if fits < 1:
+        have = {k: total.get(k, 0.0) for k in need}
+        raise EvfarmUserError(
+            f"The cluster cannot place a single actor of profile {profile!r}: it needs {need} per actor, "
+            f"the cluster has {have}. Start the cluster with those resources (e.g. `evfarm cluster up "
+            f"--resources ...`), or choose another profile with --set study.profile=NAME."
+        )
+    if fits < wanted:
+        print(f"note: the cluster holds {fits} actor(s) of profile {profile!r}, not {wanted}; using {fits}")
+    return fits
 
 
 def best_trials(study: optuna.Study, spec: StudySpec) -> list[dict[str, Any]]:

@@ -89,3 +89,14 @@ def test_dry_run_prints_grid_and_creates_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "grid: 12 points" in out and out.strip().splitlines()[-1] == "summary: dry_run=1"
     assert os.listdir(tmp_path) == []
+
+
+def test_fixed_length_tuple_fields_keep_values_and_types():
+    @dataclass(frozen=True)
+    class Pair:
+        shape: tuple[int, float] = (1, 2.0)
+        version: int = 1
+
+    assert apply_overrides(Pair(), ["shape=[3, 4]"]).shape == (3, 4.0)
+    with pytest.raises(ConfigError, match="expected an integer"):
+        apply_overrides(Pair(), ['shape=["a", 4]'])

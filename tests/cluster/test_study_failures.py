@@ -81,3 +81,12 @@ def test_retried_chunked_trial_resumes_from_its_last_checkpoint(ray_local, tmp_p
     details = [r["step"] for r in rows if r["row_kind"] == "detail" and r["x"] == 2]
     assert sorted(details) == [0, 1]  # no chunk landed twice
     assert outcome.complete == 2 and outcome.failed == 1
+
+
+def test_a_profile_the_cluster_cannot_place_is_refused_not_hung(ray_local, tmp_path):
+    from cluster.study import actors_that_fit
+    from methods.errors import EvfarmUserError
+
+    with pytest.raises(EvfarmUserError, match="cannot place a single actor"):
+        actors_that_fit("rig_virtual", 2)  # the shared test cluster has no galvo_rig
+    assert actors_that_fit("evaluator_cpu1", 5) == 2  # 2 CPUs: a smaller pool, not a hang
