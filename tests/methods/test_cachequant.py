@@ -166,3 +166,12 @@ def test_qdps_schedule_and_config_validation():
     with pytest.raises(ConfigError, match="bits"):
         CacheQuantConfig(bits="w3a3x")
     assert "schedule" in CacheQuantConfig.search_space()
+
+
+def test_methods_are_registered():
+    import methods.cachequant  # noqa: F401
+    import methods.deepcache  # noqa: F401
+    import methods.qdiffusion  # noqa: F401
+    from methods.registry import METHODS
+
+    assert {"cachequant", "deepcache", "qdiffusion"} <= set(METHODS.names())
