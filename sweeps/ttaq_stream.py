@@ -139,20 +139,22 @@ def plot_domains(run_dir: Path, domains: dict[str, dict[str, float]], order: lis
     import matplotlib.pyplot as plt
 
     bits = sorted({json.loads(k)["bits"] for k in domains})
-    fig, axes = plt.subplots(1, len(bits), figsize=(5 * len(bits), 4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(bits), figsize=(5 * len(bits) + 3, 4), squeeze=False, sharey=True)
+    colors = plt.get_cmap("tab20").colors
     for ax, b in zip(axes[0], bits, strict=True):
-        for key, errs in sorted(domains.items()):
+        for i, (key, errs) in enumerate(sorted(domains.items())):
             p = json.loads(key)
             if p["bits"] != b:
                 continue
             names = [d for d in order if d in errs] + [d for d in errs if d not in order]
             style = "-" if p["label_order"] == "balanced" else "--"
             ax.plot(range(len(names)), [errs[d] for d in names], style, marker="o", ms=3,
+                    color=colors[i % 20],
                     label=f"{p['tta']} / {p['ttaq']} / {p['label_order']} / s{p['stream_seed']}")
         ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=7)
         ax.set_title(f"{b}")
         ax.set_ylabel("error")
-    axes[0][-1].legend(fontsize=6)
+    axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("TTAQ stream: per-domain error (continual order left to right)")
     fig.tight_layout()
     path = run_dir / "per_domain_error.png"
