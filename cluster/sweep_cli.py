@@ -6,6 +6,7 @@ plots, extra summary keys). `run_sweep` does the rest (infra.md D.1, DESIGN hous
 
     --config PATH.toml  --set a.b=value ...  --out DIR  --run-id ID  --resume [RUN_DIR]
     --max-trials N  --actors N  --sampler NAME  --dry-run  --no-progress  --dashboard
+    --num-cpus N  --roll-seconds S
 
 It prints the run directory at start and, as its very last line, `summary: key=value ...`.
 Exit status: 0 when at least one trial completed, 1 when every trial failed, 2 for bad input
@@ -47,6 +48,8 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1) of an embedded cluster")
     p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local cluster (default: all)")
+    p.add_argument("--roll-seconds", type=float, default=10.0,
+                   help="publish the live segment as a Parquet part at least this often (default 10 s)")
     return p
 
 
@@ -130,7 +133,8 @@ def _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_
     metadata = {"evfarm.run_id": run_id, "evfarm.sweep": sweep, "evfarm.config_hash": record["config_hash"],
                 "evfarm.git_sha": str(record.get("git_sha")), "evfarm.versions": json.dumps(record["versions"])}
     try:
-        runner = StudyRunner(spec, run_dir, run_id, metadata, progress=not args.no_progress)
+        runner = StudyRunner(spec, run_dir, run_id, metadata, progress=not args.no_progress,
+                             sink_roll_seconds=args.roll_seconds)
         outcome = runner.run(resume=resume)
     finally:
         if owned:
