@@ -96,7 +96,7 @@ def _train(zoo: Any, args: argparse.Namespace) -> int:
     card = spec.train(args.out, **kwargs)
     where = args.out if args.out is not None else "sims/zoo/weights"
     print(f"trained {spec.name}: {spec.metric}={_fmt(card.get(spec.metric))} "
-          f"wall_time_s={card.get('wall_time_s')} params={card.get('param_count')} -> {where}")
+          f"wall_time_s={card.get('wall_time_s')} params={card.get('param_count', card.get('params'))} -> {where}")
     return 0
 
 
