@@ -24,6 +24,7 @@ Our own design [inferred]:
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import Any
@@ -75,9 +76,9 @@ class ArenaVoter:
 class VoterPool:
     """The run's shared voter actors (named), created by whichever owner asks first.
 
-    `refresh()` looks the names up again: a voter actor that died (with the evaluator that
-    created it) is replaced, and because votes depend only on their index, a retried batch is
-    the batch that would have been.
+    `refresh()` replaces a voter actor that died (for example with the evaluator that created
+    it); because votes depend only on their index, a retried batch is the batch that would have
+    been.
     """
 
     def __init__(self, pool_id: str, n: int) -> None:
@@ -86,9 +87,28 @@ class VoterPool:
         self.refresh()
 
     def refresh(self) -> None:
-        self.handles = [ArenaVoter.options(name=f"evfarm-arena-voter-{self.pool_id}-{i}",
-                                           get_if_exists=True, **actor_options(VOTER_PROFILE)
-                                           ).remote() for i in range(self.n)]
+        """Replace the dead voter actors, keeping live handles: dropping the handle of the process
+        that created an actor stops that actor (measured: a blanket refresh killed healthy ones)."""
+        self.handles = [h if h is not None and _alive(h) else
+                        ArenaVoter.options(name=f"evfarm-arena-voter-{self.pool_id}-{i}",
+                                           get_if_exists=True, **actor_options(VOTER_PROFILE)).remote()
+                        for i, h in enumerate(self.handles or [None] * self.n)]
+
+    def close(self) -> None:
+        """Stop the voter actors (a sweep's evaluators take theirs down with them)."""
+        for handle in self.handles:
+            ray.kill(handle, no_restart=True)
+        self.handles = []
+
+
+def _alive(handle: Any, timeout: float = 60.0) -> bool:
+    try:
+        ray.get(handle.info.remote(), timeout=timeout)
+    except ray.exceptions.RayActorError:
+        return False
+    except ray.exceptions.GetTimeoutError:
+        pass  # still starting (waiting for CPUs): alive
+    return True
 
 
 class ArenaOwner:
@@ -194,5 +214,6 @@ class ArenaOwner:
     @classmethod
     def restore(cls, snapshot: dict[str, Any]) -> ArenaOwner:
         owner = cls.__new__(cls)
-        owner.__dict__.update(snapshot)
+        # a deep copy: arrays that came through Ray's object store are read-only views
+        owner.__dict__.update(copy.deepcopy(snapshot))
         return owner
