@@ -7,9 +7,9 @@ generic `actors.evaluator.Evaluator` (task protocol in that module).
 
 A configuration is a point string "N<interval>|<schedule>|<bits>|<corrections>", corrections one
 of none / cache / quant / both (`parse_point`). Metrics: per-sample MACs and BOPs of the sampling
-loop and their speed-ups over FP full compute, wall time of the loop, MSE of the final samples
-against FP samples from the same noise, digit-FD against the real test digits (ddpm-digits-shaped
-models only). Conditional U-Nets from `--model` get an all-zero text embedding of 77 tokens (no text
+loop and their speed-ups over FP full compute, wall time of the loop and CPU seconds of the whole
+trial (calibration included), MSE of the final samples against FP samples from the same noise,
+digit-FD against the real test digits (ddpm-digits-shaped models only). Conditional U-Nets from `--model` get an all-zero text embedding of 77 tokens (no text
 encoder is loaded) [inferred]: quality is then MSE vs FP in latent space only.
 """
 from __future__ import annotations

@@ -14,8 +14,12 @@ DPS ('qdps', quantized models only); corrections 'none' (the naive DeepCache + P
 
 Default sizes (chosen so the grid finishes in a few minutes on a fresh 2-core machine, Ray start
 included): ddpm-digits, 20 DDIM steps, 64 evaluated samples, 8 calibration/DPS trajectories,
-intervals (3, 5), bits (fp, w8a8, w4a8) -> 35 trials on 2 one-CPU shards. The paper's settings
-(250 / 50 steps, 64 calibration trajectories, N = 20 / 5) are reachable with --set.
+intervals (3, 5), bits (fp, w8a8, w4a8) -> 35 trials on 2 one-CPU shards. Measured CPU cost on one
+core: shard start ~6 s (load, FP reference samples), 3-9 s per trial (FP ~3, W8A8 ~4-6,
+quantization-aware DPS ~9), i.e. ~80-100 s of trials per shard; each trial row records its
+`cpu_seconds` and the summary line their sum. On a 2-core box shared with other jobs (load
+average 15-20) the same grid took 22.6 min wall. The paper's settings (250 / 50 steps,
+64 calibration trajectories, N = 20 / 5) are reachable with --set.
 Writes `pareto.png` (speed-up vs digit-FD and vs MSE) and `table.md` into the run directory.
 """
 
