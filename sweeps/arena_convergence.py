@@ -1,7 +1,7 @@
 """K-Sort Arena's convergence experiment through the farm: arm (ranker, K) × noise × replicate.
 
-    python sweeps/arena_convergence.py                # default grid: 7 arms × 2 noises × 3 replicates
-    python sweeps/arena_convergence.py --quick        # K-Sort K=4 against Elo, noise 0, 3 replicates
+    python sweeps/arena_convergence.py                # 7 arms × 2 noises × 3 replicates (3–4 min, 2 cores)
+    python sweeps/arena_convergence.py --quick        # K-Sort K=4 vs Elo, noise 0, 3 replicates (1–2 min)
     python sweeps/arena_convergence.py --sampler tpe --max-trials 20   # tune α and the noise model
 
 Paper: "K-Sort Arena: Efficient and Reliable Benchmarking for Generative Models via K-wise Human
@@ -332,7 +332,7 @@ def report(run_dir: Path, cfg: ArenaConvergenceConfig, outcome: Any) -> dict[str
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
-                   help="K-Sort K=4 against Elo at noise 0 only, 3 replicates (about a minute)")
+                   help="K-Sort K=4 against Elo at noise 0 only, 3 replicates (1-2 minutes on 2 cores)")
 
 
 def _config_from_args(args: argparse.Namespace) -> list[str]:

@@ -11,7 +11,7 @@ from sweeps import arena_convergence as ac
 
 TINY = ["--set", 'arms=["ksort:4", "elo:2"]', "--set", "noises=[0.0, 0.1]",
         "--set", "replicates=1", "--set", "n_models=10", "--set", "window=30",
-        "--set", "max_votes=400", "--set", "horizons={elo=3000}", "--set", "board_every=20",
+        "--set", "max_votes=400", "--set", "horizons={elo=1500}", "--set", "board_every=20",
         "--set", "random_batch_votes=100"]
 
 
@@ -62,6 +62,7 @@ def test_tiny_grid_lands_votes_and_leaderboards_and_repeats_by_seed(ray_local, t
     assert all(pick(votes[k]) == pick(_by_trial(rows2, "vote_batch")[k]) for k in trials)
 
 
+@pytest.mark.slow  # ~8-12 s on a loaded 2-core machine; the grid test covers the farm path
 def test_optuna_mode_tunes_alpha_and_flip_probability(ray_local, tmp_path, capsys):
     rc = ac.main(["--out", str(tmp_path), "--run-id", "t", "--no-progress", "--sampler", "tpe",
                   "--max-trials", "3", "--set", "n_models=8", "--set", "window=20",
