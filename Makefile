@@ -11,7 +11,7 @@ export RAY_AUTH_MODE := token
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-slow bench lint clean-venv
+.PHONY: install run demo test test-slow bench lint clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# The main job. Until the CacheQuant grid lands it is the demonstration sweep.
+# The main job: the CacheQuant grid on the embedded local Ray (the demo sweep: `make demo`).
 run: install
+	$(PY) sweeps/cachequant_grid.py $(ARGS)
+
+demo: install
 	$(PY) sweeps/demo_sweep.py $(ARGS)
 
 test: install
