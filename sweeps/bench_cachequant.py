@@ -50,6 +50,7 @@ def row(task: ModelShardTask, label: str, point: str) -> dict:
         "mac_x": res["objectives"]["mac_speedup"],
         "bop_x": m["bop_speedup"],
         "wall_x": m["wall_speedup"],
+        "cpu_x": m["cpu_time_speedup"],
         "mse": m["mse"],
         "digit_fd": res["objectives"]["digit_fd"],
         "refresh": m["refresh"],
@@ -89,7 +90,7 @@ def qdiffusion_row(task: ModelShardTask, bits: str) -> dict:
         "point": f"N1|qdiff|{bits}|none",
         "mac_x": 1.0,
         "bop_x": task.fp_bops / full_b,
-        "wall_x": task.fp_seconds / secs,
+        **dict(zip(("wall_x", "cpu_x"), task.speedups(sampler).values(), strict=True)),
         "mse": float((x - task.fp_samples).pow(2).mean()),
         "digit_fd": task._digit_fd(x),
         "refresh": "all",
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in map(int, args.intervals.split(","))
     ]
     print("\n== speed per cache interval (FP model, uniform schedule) ==")
-    print(fmt(speed, ("config", "mac_x", "wall_x", "mse", "digit_fd", "refresh")), flush=True)
+    print(fmt(speed, ("config", "mac_x", "wall_x", "cpu_x", "mse", "digit_fd", "refresh")), flush=True)
     if args.speed_only:
         fp_fd = speed[0]["digit_fd"]
         ok = [r for r in speed if r["digit_fd"] <= fp_fd * (1 + args.fd_tol)]

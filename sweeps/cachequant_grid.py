@@ -47,6 +47,7 @@ COLUMNS = (
     "mac_speedup",
     "bop_speedup",
     "wall_speedup",
+    "cpu_time_speedup",
     "digit_fd",
     "mse",
     "n_refresh",

@@ -96,6 +96,7 @@ def test_shard_task_on_a_diffusers_folder(tmp_path):
         res["objectives"]["digit_fd"]
     )  # not 16x16 digits
     assert m["bop_speedup"] > res["objectives"]["mac_speedup"] and m["mse"] > 0 and m["n_refresh"] == 2
+    assert m["wall_speedup"] > 0 and m["cpu_time_speedup"] > 0 and m["cpu_seconds"] > 0
 
 
 @pytest.mark.slow
