@@ -75,8 +75,8 @@ def _assigned_galvo_rig() -> float:
         import ray
     except ImportError:
         return 0.0
-    if not ray.is_initialized():
-        return 0.0
+    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return 0.0  # a driver (or no Ray at all) holds no actor resources
     return float(ray.get_runtime_context().get_assigned_resources().get("galvo_rig", 0.0))
 
 
