@@ -17,9 +17,9 @@ included): ddpm-digits, 20 DDIM steps, 64 evaluated samples, 8 calibration/DPS t
 intervals (3, 5), bits (fp, w8a8, w4a8) -> 35 trials on 2 one-CPU shards. Measured CPU cost on one
 core: shard start ~6 s (load, FP reference samples), 3-9 s per trial (FP ~3, W8A8 ~4-6,
 quantization-aware DPS ~9), i.e. ~80-100 s of trials per shard; each trial row records its
-`cpu_seconds` and the summary line their sum. On a 2-core box shared with other jobs (load
-average 15-20) the same grid took 22.6 min wall. The paper's settings (250 / 50 steps,
-64 calibration trajectories, N = 20 / 5) are reachable with --set.
+`cpu_seconds` and the summary line their sum (135 s). Measured wall time of the whole command,
+Ray start included: 2.9 min on a 2-core box at load average 2-4; 22.6 min at load average 15-20.
+The paper's settings (250 / 50 steps, 64 calibration trajectories, N = 20 / 5) are reachable with --set.
 Writes `pareto.png` (speed-up vs digit-FD and vs MSE) and `table.md` into the run directory.
 """
 
