@@ -81,14 +81,21 @@ def up(port: int = 6379, dashboard_port: int = 8265, num_cpus: int | None = None
     ensure_token()
     temp_dir = tempfile.mkdtemp(prefix=f"evfarm-ray-{port}-")  # short: Ray's unix sockets live below it
     client_port = free_port()
+    # Ray's agents default to fixed ports (e.g. 52365): a second head node on the same machine would
+    # collide and its job API would answer "No available agent". Free ports keep heads independent.
     cmd = [_ray_bin(), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
+           f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+           f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
            f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
     if resources:
         cmd.append(f"--resources={json.dumps(resources)}")
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    # Jobs run `python ...` with the head's PATH: put this environment's interpreter first, so a
+    # job uses the same installed packages as the `evfarm` that started the head.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": path}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         pids = our_processes(temp_dir)
