@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -169,6 +170,7 @@ def down(port: int = 6379) -> int:
             break
         stopped += _terminate(left, grace=2.0)
     state_path(port).unlink(missing_ok=True)
+    shutil.rmtree(state.temp_dir, ignore_errors=True)  # our own session files and logs
     return stopped
 
 
