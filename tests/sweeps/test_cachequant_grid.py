@@ -105,6 +105,7 @@ def test_grid_as_a_ray_job_on_a_local_head():
     import os
     import subprocess
     import sys
+    import time
     from pathlib import Path
 
     from cluster import cli, headnode
@@ -117,9 +118,13 @@ def test_grid_as_a_ray_job_on_a_local_head():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_API_SERVER_ADDRESS": state.dashboard_url}
     env.pop("RAY_ADDRESS", None)
     cmd = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--working-dir", str(repo), "--",
-           "python", "sweeps/cachequant_grid.py", "--no-progress", *TINY]
+           sys.executable, "sweeps/cachequant_grid.py", "--no-progress", *TINY]
     try:
-        proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+        for _ in range(12):  # the head's job agent can take a while to register after `cluster up`
+            proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+            if "No available agent" not in proc.stdout + proc.stderr:
+                break
+            time.sleep(5)
     finally:
         cli.main(["cluster", "down", "--port", str(port)])
     out = proc.stdout + proc.stderr
