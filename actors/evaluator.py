@@ -15,6 +15,7 @@ simulator). The returned dict may hold:
 
 The actor adds who ran it (actor and node id) and wall times. No maths lives here.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,5 +69,9 @@ class Evaluator:
         }
 
     def info(self) -> dict[str, Any]:
-        return {"actor_id": self.actor_id, "node_id": self.node_id, "pid": os.getpid(),
-                "load_seconds": self.load_seconds}
+        return {
+            "actor_id": self.actor_id,
+            "node_id": self.node_id,
+            "pid": os.getpid(),
+            "load_seconds": self.load_seconds,
+        }

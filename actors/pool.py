@@ -7,6 +7,7 @@ classified: `actor_died` (the process or its node went away: the driver may retr
 `task_error` (our own code raised: no retry). A slot whose actor died gets a fresh actor from the
 factory, so the pool heals itself also when the actor's node is gone.
 """
+
 from __future__ import annotations
 
 import time
@@ -72,7 +73,9 @@ class ActorPool:
 
     def submit(self, slot: int, trial: int, chunk: int, attempt: int, request: dict[str, Any]) -> None:
         if slot in self.busy_slots():
-            raise RuntimeError(f"Actor slot {slot} is busy with {self.running()[slot]}; submit to an idle slot.")
+            raise RuntimeError(
+                f"Actor slot {slot} is busy with {self.running()[slot]}; submit to an idle slot."
+            )
         ref = getattr(self.actors[slot], self.method).remote(request)
         self.inflight[ref] = Job(slot, trial, chunk, attempt, request)
 

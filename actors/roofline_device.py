@@ -2,6 +2,7 @@
 
 Thin: parses the trial's parameters and calls `methods.roofline_llm.analyze_llm`; no maths here.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,15 +21,34 @@ def parse_bits(text: str) -> tuple[int, int, int]:
 
 
 class RooflineTask:
-    def __init__(self, batch: int = 1, flash: bool = False, mode: str = "compat", gen_tokens: int = 0) -> None:
+    def __init__(
+        self, batch: int = 1, flash: bool = False, mode: str = "compat", gen_tokens: int = 0
+    ) -> None:
         self.batch, self.flash, self.mode, self.gen_tokens = batch, flash, mode, gen_tokens
 
-    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict[str, Any]:
+    def evaluate(
+        self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int
+    ) -> dict[str, Any]:
         w, a, kv = parse_bits(params["bits"])
-        cfg = RooflineConfig(w_bits=w, a_bits=a, kv_bits=kv, batch=self.batch, seq=int(params["seq"]),
-                             flash=self.flash, mode=self.mode, gen_tokens=self.gen_tokens)
+        cfg = RooflineConfig(
+            w_bits=w,
+            a_bits=a,
+            kv_bits=kv,
+            batch=self.batch,
+            seq=int(params["seq"]),
+            flash=self.flash,
+            mode=self.mode,
+            gen_tokens=self.gen_tokens,
+        )
         summary = analyze_llm(params["model"], params["device"], cfg).summary()
-        metrics = {k: v for k, v in summary.items() if k not in params and k not in ("model", "device", "seq")}
-        return {"objectives": {"decode_time": summary["decode_time"], "prefill_time": summary["prefill_time"],
-                               "footprint_decode_total": summary["footprint_decode_total"]},
-                "metrics": metrics}
+        metrics = {
+            k: v for k, v in summary.items() if k not in params and k not in ("model", "device", "seq")
+        }
+        return {
+            "objectives": {
+                "decode_time": summary["decode_time"],
+                "prefill_time": summary["prefill_time"],
+                "footprint_decode_total": summary["footprint_decode_total"],
+            },
+            "metrics": metrics,
+        }

@@ -4,6 +4,7 @@ A thin Ray actor around `cluster.results.SegmentWriter`. It is pinned to the hea
 `sink_head`) so parts land on the driver's disk, and restarts forever: a restarted sink's
 `__init__` recovers the flushed batches of the segment its previous incarnation left behind.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -9,6 +9,7 @@
 
 Bad input exits 2 with a one-paragraph message on stderr and touches nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,12 @@ def _add_results(sub: Any) -> None:
     p = sub.add_parser("results", help="table of a run's trials")
     p.add_argument("run_dir", help="a run directory, results/<sweep>/<run_id>/")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--rows", choices=("trials", "all"), default="trials",
-                   help="trials: one final row per trial attempt; all: every row (chunks, stream rows)")
+    p.add_argument(
+        "--rows",
+        choices=("trials", "all"),
+        default="trials",
+        help="trials: one final row per trial attempt; all: every row (chunks, stream rows)",
+    )
     p.add_argument("--live", action="store_true", help="include the rows of the open live segment")
 
 
@@ -68,7 +73,7 @@ def _add_cluster(sub: Any) -> None:
     p.add_argument("--port", type=int, default=6379, help="GCS port of the head node")
     p.add_argument("--dashboard-port", type=int, default=8265, help="dashboard/jobs API port (on 127.0.0.1)")
     p.add_argument("--num-cpus", type=int)
-    p.add_argument("--resources", help='custom resources as JSON, e.g. \'{"galvo_rig": 4}\'')
+    p.add_argument("--resources", help="custom resources as JSON, e.g. '{\"galvo_rig\": 4}'")
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -80,13 +85,19 @@ def cmd_cluster(args: argparse.Namespace) -> int:
             try:
                 resources = json.loads(args.resources)
             except json.JSONDecodeError as exc:
-                raise EvfarmUserError(f"--resources must be JSON like '{{\"galvo_rig\": 4}}', got {args.resources!r} ({exc}).") from exc
+                raise EvfarmUserError(
+                    f"--resources must be JSON like '{{\"galvo_rig\": 4}}', got {args.resources!r} ({exc})."
+                ) from exc
         st = headnode.up(args.port, args.dashboard_port, args.num_cpus, resources)
-        print(f"head node up: address {st.address}, dashboard {st.dashboard_url} (127.0.0.1 only), "
-              f"auth=token, {len(st.pids)} processes recorded in {headnode.state_path(args.port)}")
+        print(
+            f"head node up: address {st.address}, dashboard {st.dashboard_url} (127.0.0.1 only), "
+            f"auth=token, {len(st.pids)} processes recorded in {headnode.state_path(args.port)}"
+        )
         print("submit a job:")
-        print(f"  RAY_AUTH_MODE=token RAY_API_SERVER_ADDRESS={st.dashboard_url} "
-              f"ray job submit --working-dir . -- python sweeps/cachequant_grid.py")
+        print(
+            f"  RAY_AUTH_MODE=token RAY_API_SERVER_ADDRESS={st.dashboard_url} "
+            f"ray job submit --working-dir . -- python sweeps/cachequant_grid.py"
+        )
         print(f"stop it: evfarm cluster down --port {args.port}")
     elif args.action == "down":
         n = headnode.down(args.port)

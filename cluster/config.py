@@ -14,6 +14,7 @@ metadata and the Optuna study's user attributes (DESIGN decision 8; no Hydra, se
 >>> apply_overrides(Toy(), ["steps=20"]).steps
 20
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -148,6 +149,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON/TOML-friendly dict of a (nested) config dataclass."""
+
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
@@ -171,9 +173,7 @@ def config_hash(cfg: Any) -> str:
 def parse_override(text: str) -> tuple[str, Any]:
     """Split `a.b=value`; the value is read as a TOML literal when it is one, else as a string."""
     if "=" not in text:
-        raise ConfigError(
-            f"--set expects KEY=VALUE (for example --set sweep.n_trials=20), got {text!r}."
-        )
+        raise ConfigError(f"--set expects KEY=VALUE (for example --set sweep.n_trials=20), got {text!r}.")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
@@ -248,6 +248,7 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 def to_toml(cfg: Any) -> str:
     """Serialise a config as TOML (tables for nested dataclasses); `None` values are omitted."""
+
     def emit(d: dict[str, Any], table: str) -> list[str]:
         lines, subs = [], []
         for k, v in d.items():

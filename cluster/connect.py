@@ -6,6 +6,7 @@ attaches to the cluster. `RAY_ADDRESS=local` forces a fresh private cluster (wha
 Token auth stays on (`RAY_AUTH_MODE=token`, DESIGN decision 7) and a dashboard, when asked for,
 binds 127.0.0.1 only.
 """
+
 from __future__ import annotations
 
 import os

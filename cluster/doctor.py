@@ -1,5 +1,6 @@
 """`evfarm doctor`: what is installed, how Ray will authenticate, which GPUs are visible, and
 what is missing — each problem with the command that fixes it."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,8 +11,18 @@ from cluster.rundir import package_versions
 from cluster.security import token_source
 
 REQUIRED = ("torch", "torchvision", "ray", "optuna", "pyarrow", "duckdb", "numpy", "scipy")
-OPTIONAL = ("diffusers", "timm", "segment_anything", "spikingjelly", "imagecorruptions", "pycocotools",
-            "trueskill", "openskill", "optuna_dashboard", "polars")
+OPTIONAL = (
+    "diffusers",
+    "timm",
+    "segment_anything",
+    "spikingjelly",
+    "imagecorruptions",
+    "pycocotools",
+    "trueskill",
+    "openskill",
+    "optuna_dashboard",
+    "polars",
+)
 FIX_INSTALL = "run `make install` (creates .venv with torch==2.14.1 torchvision==0.29.1 first, then the lock)"
 
 
@@ -35,17 +46,23 @@ def run_doctor() -> int:
         if err is not None and name in REQUIRED:
             problems.append(f"{name} does not import ({err}): {FIX_INSTALL}")
         elif err is not None and name == "torchvision":
-            problems.append(f"torchvision does not load beside torch ({err}): install the pair "
-                            f"`pip install torch==2.14.1 torchvision==0.29.1`")
+            problems.append(
+                f"torchvision does not load beside torch ({err}): install the pair "
+                f"`pip install torch==2.14.1 torchvision==0.29.1`"
+            )
         elif err is not None:
             problems.append(f"optional {name} does not import ({err}): {FIX_INSTALL}")
     mode = os.environ.get("RAY_AUTH_MODE", "(unset)")
     src = token_source()
     print(f"ray auth: RAY_AUTH_MODE={mode}, token from {src or 'nowhere yet'}")
     if mode != "token":
-        problems.append("RAY_AUTH_MODE is not 'token': export RAY_AUTH_MODE=token (evfarm's entry points set it)")
+        problems.append(
+            "RAY_AUTH_MODE is not 'token': export RAY_AUTH_MODE=token (evfarm's entry points set it)"
+        )
     if src is None:
-        print("  (evfarm creates ~/.ray/auth_token on first connect; `ray get-auth-token --generate` also works)")
+        print(
+            "  (evfarm creates ~/.ray/auth_token on first connect; `ray get-auth-token --generate` also works)"
+        )
     print(f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '(unset)')}")
     try:
         import torch

@@ -7,6 +7,7 @@ processes it started — those whose command line names that directory — in
 spawned since, found by the same unique directory), by PID: never `ray stop`, which kills every
 Ray process on the machine, other people's included (env.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,13 @@ def our_processes(temp_dir: str) -> list[tuple[int, float]]:
     return found
 
 
-def up(port: int = 6379, dashboard_port: int = 8265, num_cpus: int | None = None,
-       resources: dict[str, float] | None = None, timeout: float = 90.0) -> HeadState:
+def up(
+    port: int = 6379,
+    dashboard_port: int = 8265,
+    num_cpus: int | None = None,
+    resources: dict[str, float] | None = None,
+    timeout: float = 90.0,
+) -> HeadState:
     if state_path(port).exists():
         state = load_state(port)
         if any(_alive(pid, ct) for pid, ct in state.pids):
@@ -84,11 +90,21 @@ def up(port: int = 6379, dashboard_port: int = 8265, num_cpus: int | None = None
     client_port = free_port()
     # Ray's agents default to fixed ports (e.g. 52365): a second head node on the same machine would
     # collide and its job API would answer "No available agent". Free ports keep heads independent.
-    cmd = [_ray_bin(), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
-           f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-           f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-           f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    cmd = [
+        _ray_bin(),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={client_port}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
     if resources:
@@ -106,9 +122,14 @@ def up(port: int = 6379, dashboard_port: int = 8265, num_cpus: int | None = None
             f"{proc.stderr.strip()[-1500:]} -- if a port is taken, pass --port/--dashboard-port."
         )
     state = HeadState(
-        port=port, dashboard_port=dashboard_port, client_port=client_port, temp_dir=temp_dir,
-        address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dashboard_port}",
-        pids=our_processes(temp_dir), started=time.time(),
+        port=port,
+        dashboard_port=dashboard_port,
+        client_port=client_port,
+        temp_dir=temp_dir,
+        address=f"127.0.0.1:{port}",
+        dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+        pids=our_processes(temp_dir),
+        started=time.time(),
     )
     path = state_path(port)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Standard study plots written into every run directory (house rule 9, infra.md D.4):
 optimisation history for one objective, the Pareto front for several."""
+
 from __future__ import annotations
 
 import warnings

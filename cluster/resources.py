@@ -6,6 +6,7 @@ node with the `node:__internal_head__` resource, the pattern Ray Train's state a
 Failure policy (infra.md A.4): `max_restarts > 0` so Ray restarts a dead actor, and
 `max_task_retries = 0` so the driver — which knows the trial — decides about retries.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ class Profile:
 
     def __post_init__(self) -> None:
         if self.num_cpus < 0 or self.num_gpus < 0:
-            raise ConfigError(f"Profile resources must be >= 0, got cpus={self.num_cpus} gpus={self.num_gpus}.")
+            raise ConfigError(
+                f"Profile resources must be >= 0, got cpus={self.num_cpus} gpus={self.num_gpus}."
+            )
 
     def options(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for `ActorClass.options(...)`."""

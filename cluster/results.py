@@ -12,6 +12,7 @@ Readers: `read_table` (pyarrow, parts + optionally the live segment), `query` (D
 parts with `union_by_name=true`, which must be passed: without it DuckDB silently keeps only the
 first file's columns), and `read_polars` (explicit schema + `missing_columns="insert"`).
 """
+
 from __future__ import annotations
 
 import json
@@ -287,9 +288,7 @@ def read_table(run_dir: str | Path, include_live: bool = True) -> pa.Table:
             tables.append(live)
     if not tables:
         return pa.Table.from_batches([], schema=pa.schema(BASE_FIELDS))
-    return pa.concat_tables(
-        [t.replace_schema_metadata(None) for t in tables], promote_options="permissive"
-    )
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
 
 
 def query(run_dir: str | Path, sql: str, include_live: bool = False) -> pa.Table:

@@ -10,6 +10,7 @@ MODEL is a built-in LLM/DiT name (`Llama-2-7b`, `opt-1.3b`, `DiT-XL/2`, ... or a
 a local `config.json` (or a folder holding one), or a zoo model name together with
 `--input-shape` (traced vision analysis, random weights: the cost does not depend on them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,8 @@ FORMATS = ("table", "csv", "json")
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "roofline", help="predict per-layer latency of a model on a virtual device (roofline model)",
+        "roofline",
+        help="predict per-layer latency of a model on a virtual device (roofline model)",
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("model", help="built-in model name, HF id, path to config.json, or zoo model name")
@@ -50,8 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("both", "prefill", "decode"), default="both")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--plot", type=Path, default=None, help="write a roofline PNG here")
-    p.add_argument("--input-shape", default=None,
-                   help="zoo models only: input tensor shape, e.g. 1,1,16,16")
+    p.add_argument("--input-shape", default=None, help="zoo models only: input tensor shape, e.g. 1,1,16,16")
     p.set_defaults(func=run)
     return p
 
@@ -67,11 +68,13 @@ def _vision_report(args: argparse.Namespace):
     try:
         shape = tuple(int(v) for v in args.input_shape.split(","))
     except ValueError:
-        raise ConfigError(f"--input-shape must be integers separated by commas, got "
-                          f"{args.input_shape!r}.") from None
+        raise ConfigError(
+            f"--input-shape must be integers separated by commas, got {args.input_shape!r}."
+        ) from None
     model = spec.build().eval()
-    return analyze_module(model, (torch.zeros(shape),), args.hw,
-                          default_bits=(args.w_bits, args.a_bits), mode=args.mode)
+    return analyze_module(
+        model, (torch.zeros(shape),), args.hw, default_bits=(args.w_bits, args.a_bits), mode=args.mode
+    )
 
 
 def _report(args: argparse.Namespace):
@@ -81,9 +84,16 @@ def _report(args: argparse.Namespace):
     if args.input_shape is not None:
         return _vision_report(args)
     model = get_llm_config(args.model)
-    cfg = RooflineConfig(w_bits=args.w_bits, a_bits=args.a_bits, kv_bits=args.kv_bits, batch=args.batch,
-                         seq=args.seq or model.default_seq, flash=args.flash, mode=args.mode,
-                         gen_tokens=args.gen)
+    cfg = RooflineConfig(
+        w_bits=args.w_bits,
+        a_bits=args.a_bits,
+        kv_bits=args.kv_bits,
+        batch=args.batch,
+        seq=args.seq or model.default_seq,
+        flash=args.flash,
+        mode=args.mode,
+        gen_tokens=args.gen,
+    )
     return analyze_llm(model, args.hw, cfg)
 
 
@@ -99,8 +109,10 @@ def render(report: Any, fmt: str, stage: str = "both") -> str:
         return format_csv(rows)
     keys = ROW_KEYS if "op" not in (rows[0] if rows else {}) else (*ROW_KEYS, "w_bits", "a_bits")
     text = format_table(rows, totals, keys)
-    extra = {**getattr(report, "footprint", {}), **{f"gen_{k}": v for k, v in
-                                                     getattr(report, "generation", {}).items()}}
+    extra = {
+        **getattr(report, "footprint", {}),
+        **{f"gen_{k}": v for k, v in getattr(report, "generation", {}).items()},
+    }
     if extra:
         text += "\n" + " ".join(f"{k}={v:.4e}" for k, v in extra.items())
     return text

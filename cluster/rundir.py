@@ -5,6 +5,7 @@ Under `ray job submit --working-dir .` the job's working directory is a temporar
 repository that Ray deletes later, so there the default becomes `~/evfarm-results` on the node
 that runs the driver (printed at start). A run lives in `<root>/<sweep>/<run_id>/`.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -26,8 +27,19 @@ from methods.errors import ResultsError
 RUN_JSON = "run.json"
 JOURNAL = "optuna.journal"
 PACKAGES = (
-    "torch", "torchvision", "ray", "optuna", "pyarrow", "duckdb", "numpy", "scipy",
-    "diffusers", "timm", "segment-anything", "spikingjelly", "evfarm",
+    "torch",
+    "torchvision",
+    "ray",
+    "optuna",
+    "pyarrow",
+    "duckdb",
+    "numpy",
+    "scipy",
+    "diffusers",
+    "timm",
+    "segment-anything",
+    "spikingjelly",
+    "evfarm",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +58,9 @@ def resolve_results_root(out: str | os.PathLike[str] | None = None) -> ResultsRo
         return ResultsRoot(Path(env).expanduser().resolve(), "$EVFARM_RESULTS")
     if under_ray_job():
         # The job's working directory is a temporary copy that Ray deletes: never the only copy.
-        return ResultsRoot(Path("~/evfarm-results").expanduser().resolve(), "ray job (home of the driver node)")
+        return ResultsRoot(
+            Path("~/evfarm-results").expanduser().resolve(), "ray job (home of the driver node)"
+        )
     return ResultsRoot(Path("results").resolve(), "default ./results")
 
 
@@ -75,7 +89,9 @@ def git_state() -> dict[str, Any]:
             return {"git_sha": None, "git_dirty": None}
         dirty = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return {"git_sha": sha.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired):
@@ -128,7 +144,9 @@ def check_run_dir(path: str | os.PathLike[str]) -> Path:
             f"holding {RUN_JSON}); the sweep prints its run directory when it starts."
         )
     if not (p / RUN_JSON).is_file():
-        runs = sorted(q.parent for q in p.glob(f"*/{RUN_JSON}")) + sorted(q.parent for q in p.glob(f"*/*/{RUN_JSON}"))
+        runs = sorted(q.parent for q in p.glob(f"*/{RUN_JSON}")) + sorted(
+            q.parent for q in p.glob(f"*/*/{RUN_JSON}")
+        )
         hint = f" Runs found below it: {', '.join(str(r) for r in runs[:5])}." if runs else ""
         raise ResultsError(
             f"{p} is not an evfarm run directory: it has no {RUN_JSON}. Pass the directory a sweep "

@@ -6,6 +6,7 @@ creates the default file (mode 600) when none is configured, so a fresh laptop o
 with auth on. The token does not encrypt traffic: firewall Ray's ports and reach dashboards over
 SSH port forwarding; never bind them to all interfaces.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,11 @@ def ensure_token() -> str:
     source = token_source()
     if source is not None:
         return source
-    path = Path(os.environ["RAY_AUTH_TOKEN_PATH"]) if os.environ.get("RAY_AUTH_TOKEN_PATH") else default_token_path()
+    path = (
+        Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+        if os.environ.get("RAY_AUTH_TOKEN_PATH")
+        else default_token_path()
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

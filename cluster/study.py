@@ -14,6 +14,7 @@ Design (DESIGN decisions 1-3, infra.md A.4/A.5):
   not using `GridSampler` (optuna 5.0): it counts FAIL trials as visited (a failed point would never
   be retried) and calls `study.stop()` from `tell`, which raises outside `study.optimize`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,9 +71,7 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
-            raise ConfigError(
-                f"study.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}."
-            )
+            raise ConfigError(f"study.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}.")
         if self.actors < 1:
             raise ConfigError(f"study.actors must be >= 1, got {self.actors}.")
         if self.n_chunks < 1:
@@ -108,7 +107,9 @@ class StudySpec:
                 raise ConfigError(f"A direction is 'minimize' or 'maximize', got {d!r}.")
         clash = set(self.space) & set(BASE_NAMES) | set(self.objectives) & set(BASE_NAMES)
         if clash:
-            raise ConfigError(f"Parameter/objective names {sorted(clash)} clash with result columns; rename them.")
+            raise ConfigError(
+                f"Parameter/objective names {sorted(clash)} clash with result columns; rename them."
+            )
         distributions(self.space)  # validates the space
         if self.study.sampler == "grid":
             grid_points(self.space)
@@ -139,9 +140,13 @@ def distributions(space: Space) -> dict[str, BaseDistribution]:
         if kind == "categorical" and len(spec) == 2 and len(spec[1]) > 0:
             out[name] = CategoricalDistribution(list(spec[1]))
         elif kind == "float" and len(spec) in (3, 4):
-            out[name] = FloatDistribution(float(spec[1]), float(spec[2]), log=len(spec) == 4 and spec[3] == "log")
+            out[name] = FloatDistribution(
+                float(spec[1]), float(spec[2]), log=len(spec) == 4 and spec[3] == "log"
+            )
         elif kind == "int" and len(spec) in (3, 4):
-            out[name] = IntDistribution(int(spec[1]), int(spec[2]), step=int(spec[3]) if len(spec) == 4 else 1)
+            out[name] = IntDistribution(
+                int(spec[1]), int(spec[2]), step=int(spec[3]) if len(spec) == 4 else 1
+            )
         else:
             raise ConfigError(
                 f"Search-space entry {name}={spec!r} is not understood. Use ('categorical', [values]), "
@@ -255,7 +260,9 @@ class StudyRunner:
                     raise
                 time.sleep(0.5 * (attempt + 1))
 
-    def _base_row(self, trial: optuna.Trial | optuna.trial.FrozenTrial, kind: str, state: str) -> dict[str, Any]:
+    def _base_row(
+        self, trial: optuna.Trial | optuna.trial.FrozenTrial, kind: str, state: str
+    ) -> dict[str, Any]:
         attrs = self.meta.get(trial.number) or trial.user_attrs
         params = dict(trial.params)
         return {
@@ -275,7 +282,9 @@ class StudyRunner:
         """Make the journal agree with the landed rows after an interrupted driver."""
         landed = read_table(self.run_dir, include_live=True).to_pylist()
         complete_rows = {
-            r["trial_number"]: r for r in landed if r.get("row_kind") == "trial" and r.get("state") == "COMPLETE"
+            r["trial_number"]: r
+            for r in landed
+            if r.get("row_kind") == "trial" and r.get("state") == "COMPLETE"
         }
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             row = complete_rows.get(t.number)
@@ -284,14 +293,19 @@ class StudyRunner:
                 continue
             # A RUNNING trial of an earlier driver has no live Trial object: set attrs via storage.
             self.study._storage.set_trial_user_attr(t._trial_id, "failure_kind", "driver_interrupted")
-            self.study._storage.set_trial_user_attr(t._trial_id, "error", "driver stopped while the trial ran")
+            self.study._storage.set_trial_user_attr(
+                t._trial_id, "error", "driver stopped while the trial ran"
+            )
             self.study.tell(t.number, state=TrialState.FAIL)
-            self._land([{**self._base_row(t, "trial", "FAIL"), "error": "driver stopped while the trial ran"}])
+            self._land(
+                [{**self._base_row(t, "trial", "FAIL"), "error": "driver stopped while the trial ran"}]
+            )
             self.outcome.failed += 1
             self._enqueue_retry(t.params, t.user_attrs, t.number, count_against_budget=False)
 
-    def _enqueue_retry(self, params: dict[str, Any], attrs: Mapping[str, Any], number: int,
-                       count_against_budget: bool = True) -> bool:
+    def _enqueue_retry(
+        self, params: dict[str, Any], attrs: Mapping[str, Any], number: int, count_against_budget: bool = True
+    ) -> bool:
         attempt = int(attrs.get("attempt", 1))
         retries = int(attrs.get("retries", 0)) + (1 if count_against_budget else 0)
         if retries > self.cfg.max_retries:
@@ -299,8 +313,11 @@ class StudyRunner:
         self.study.enqueue_trial(
             params,
             user_attrs={
-                "retry_of": number, "root": int(attrs.get("root", number)), "attempt": attempt + 1,
-                "retries": retries, "seed": int(attrs.get("seed", derive_seed(self.cfg.seed, number))),
+                "retry_of": number,
+                "root": int(attrs.get("root", number)),
+                "attempt": attempt + 1,
+                "retries": retries,
+                "seed": int(attrs.get("seed", derive_seed(self.cfg.seed, number))),
             },
             skip_if_exists=False,
         )
@@ -319,7 +336,10 @@ class StudyRunner:
             params = t.params if t.params else t.system_attrs.get("fixed_params", {})
             key = _params_key(params)
             gave_up = t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") == "task_error"
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING) or gave_up:
+            if (
+                t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
+                or gave_up
+            ):
                 covered.add(key)
         added = 0
         for point in points:
@@ -332,7 +352,9 @@ class StudyRunner:
         """Read the study once; afterwards the driver (its only writer) keeps the counts itself."""
         trials = self.study.get_trials(deepcopy=False)
         self._n_waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
-        self._n_logical = sum(1 for t in trials if t.state != TrialState.WAITING and "retry_of" not in t.user_attrs)
+        self._n_logical = sum(
+            1 for t in trials if t.state != TrialState.WAITING and "retry_of" not in t.user_attrs
+        )
 
     def _next_trial(self) -> optuna.Trial | None:
         popped_waiting = self._n_waiting > 0
@@ -348,8 +370,12 @@ class StudyRunner:
         if not popped_waiting or "retry_of" not in attrs:
             self._n_logical += 1
         root = int(attrs.get("root", trial.number))
-        meta = {"root": root, "seed": int(attrs.get("seed", derive_seed(self.cfg.seed, root))),
-                "attempt": int(attrs.get("attempt", 1)), "retries": int(attrs.get("retries", 0))}
+        meta = {
+            "root": root,
+            "seed": int(attrs.get("seed", derive_seed(self.cfg.seed, root))),
+            "attempt": int(attrs.get("attempt", 1)),
+            "retries": int(attrs.get("retries", 0)),
+        }
         if "seed" not in attrs:
             trial.set_user_attr("seed", meta["seed"])
         self.meta[trial.number] = meta
@@ -358,8 +384,13 @@ class StudyRunner:
 
     def _submit(self, pool: ActorPool, slot: int, trial: optuna.Trial, chunk: int) -> None:
         meta = self.meta[trial.number]
-        request = {"params": dict(trial.params), "seed": meta["seed"], "trial": trial.number,
-                   "chunk": chunk, "n_chunks": self.cfg.n_chunks}
+        request = {
+            "params": dict(trial.params),
+            "seed": meta["seed"],
+            "trial": trial.number,
+            "chunk": chunk,
+            "n_chunks": self.cfg.n_chunks,
+        }
         root = meta["root"]
         if root in self.checkpoints and self.checkpoints[root][0] == chunk:
             request["checkpoint"] = self.checkpoints[root][1]
@@ -384,23 +415,41 @@ class StudyRunner:
                 self._enqueue_retry(dict(trial.params), self.meta[trial.number], trial.number)
             return
         r = c.result or {}
-        who = {"actor_id": r.get("actor_id"), "node_id": r.get("node_id"),
-               "ts_start": r.get("ts_start"), "ts_end": r.get("ts_end")}
-        extra_rows = [{**self._base_row(trial, row.get("row_kind", "detail"), "RUNNING"), **who, **row}
-                      for row in r.get("rows", [])]
+        who = {
+            "actor_id": r.get("actor_id"),
+            "node_id": r.get("node_id"),
+            "ts_start": r.get("ts_start"),
+            "ts_end": r.get("ts_end"),
+        }
+        extra_rows = [
+            {**self._base_row(trial, row.get("row_kind", "detail"), "RUNNING"), **who, **row}
+            for row in r.get("rows", [])
+        ]
         last = c.job.chunk == self.cfg.n_chunks - 1
         if "checkpoint" in r and not last:
             self.checkpoints[self.meta[trial.number]["root"]] = (c.job.chunk + 1, r["checkpoint"])
         if not last:
             inter = r.get("intermediate")
-            chunk_row = {**self._base_row(trial, "chunk", "RUNNING"), **who, "step": c.job.chunk,
-                         "intermediate": None if inter is None else float(inter)}
+            chunk_row = {
+                **self._base_row(trial, "chunk", "RUNNING"),
+                **who,
+                "step": c.job.chunk,
+                "intermediate": None if inter is None else float(inter),
+            }
             self._land(extra_rows + [chunk_row])
             if inter is not None and len(self.spec.objectives) == 1:
                 trial.report(float(inter), c.job.chunk)
                 if trial.should_prune():
-                    self._land([{**self._base_row(trial, "trial", "PRUNED"), **who, "step": c.job.chunk,
-                                 "intermediate": float(inter)}])
+                    self._land(
+                        [
+                            {
+                                **self._base_row(trial, "trial", "PRUNED"),
+                                **who,
+                                "step": c.job.chunk,
+                                "intermediate": float(inter),
+                            }
+                        ]
+                    )
                     self.study.tell(trial, state=TrialState.PRUNED)
                     self.outcome.pruned += 1
                     del self.trials[trial.number]
@@ -411,8 +460,10 @@ class StudyRunner:
         missing = [o for o in self.spec.objectives if o not in objectives]
         bad = [o for o in self.spec.objectives if o in objectives and not _finite(objectives[o])]
         if missing or bad:
-            error = (f"task returned objectives {sorted(objectives)}; expected finite values for "
-                     f"{list(self.spec.objectives)} (missing {missing}, not finite {bad})")
+            error = (
+                f"task returned objectives {sorted(objectives)}; expected finite values for "
+                f"{list(self.spec.objectives)} (missing {missing}, not finite {bad})"
+            )
             self._land(extra_rows + [{**self._base_row(trial, "trial", "FAIL"), **who, "error": error}])
             trial.set_user_attr("failure_kind", "task_error")
             trial.set_user_attr("error", error)
@@ -423,21 +474,29 @@ class StudyRunner:
         values = [float(objectives[o]) for o in self.spec.objectives]
         metrics = {k: v for k, v in (r.get("metrics") or {}).items() if k not in BASE_NAMES}
         others = {k: v for k, v in objectives.items() if k not in BASE_NAMES}
-        row = {**self._base_row(trial, "trial", "COMPLETE"), **who, "step": c.job.chunk,
-               **metrics, **others, **dict(zip(self.spec.objectives, values))}
+        row = {
+            **self._base_row(trial, "trial", "COMPLETE"),
+            **who,
+            "step": c.job.chunk,
+            **metrics,
+            **others,
+            **dict(zip(self.spec.objectives, values)),
+        }
         self._land(extra_rows + [row])  # flushed before the study learns of it (see module docstring)
         self.study.tell(trial, values)
         self.outcome.complete += 1
         self.checkpoints.pop(self.meta[trial.number]["root"], None)
         del self.trials[trial.number]
 
-    def run(self, resume: bool = False, on_progress: Callable[[StudyOutcome], None] | None = None) -> StudyOutcome:
+    def run(
+        self, resume: bool = False, on_progress: Callable[[StudyOutcome], None] | None = None
+    ) -> StudyOutcome:
         if resume:
             self.reconcile()
         if self.cfg.sampler == "grid":
             self.enqueue_grid()
         self._count_waiting_and_logical()
-        total = (len(grid_points(self.spec.space)) if self.cfg.sampler == "grid" else self.cfg.n_trials)
+        total = len(grid_points(self.spec.space)) if self.cfg.sampler == "grid" else self.cfg.n_trials
         if self.cfg.sampler == "grid" and self.cfg.n_trials is not None:
             total = min(total, self.cfg.n_trials)
         already = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -525,10 +584,16 @@ def _finite(v: Any) -> bool:
 def _progress_bar(total: int | None, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     import sys
 
+    from tqdm.auto import tqdm
+
     interactive = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc="trials", unit="trial", dynamic_ncols=True,
-                mininterval=0.2 if interactive else 5.0)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc="trials",
+        unit="trial",
+        dynamic_ncols=True,
+        mininterval=0.2 if interactive else 5.0,
+    )

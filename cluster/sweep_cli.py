@@ -12,6 +12,7 @@ It prints the run directory at start and, as its very last line, `summary: key=v
 Exit status: 0 when at least one trial completed, 1 when every trial failed, 2 for bad input
 (one paragraph on stderr; no existing result is touched).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,15 @@ from typing import Any
 from cluster.config import apply_overrides, config_hash, from_dict, load_config, to_dict
 from cluster.connect import connect, project_env_defaults
 from cluster.rundir import (
-    JOURNAL, check_run_dir, create_run_dir, environment_record, latest_run, new_run_id,
-    read_run_json, resolve_results_root, write_run_json,
+    JOURNAL,
+    check_run_dir,
+    create_run_dir,
+    environment_record,
+    latest_run,
+    new_run_id,
+    read_run_json,
+    resolve_results_root,
+    write_run_json,
 )
 from cluster.study import StudyOutcome, StudyRunner, StudySpec, grid_points
 from methods.errors import EvfarmUserError
@@ -35,21 +43,40 @@ from methods.errors import EvfarmUserError
 def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"sweeps/{sweep}.py", description=description)
     p.add_argument("--config", help="TOML file with config values (defaults are the config class's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set study.actors=4 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set study.actors=4 (repeatable)",
+    )
     p.add_argument("--out", help="results root (default: $EVFARM_RESULTS, else ./results)")
     p.add_argument("--run-id", help="name of the run directory (default: time stamp + random suffix)")
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
-                   help="continue an interrupted run (default: the latest run of this sweep)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run (default: the latest run of this sweep)",
+    )
     p.add_argument("--max-trials", type=int, help="shorthand for --set study.n_trials=N")
     p.add_argument("--actors", type=int, help="shorthand for --set study.actors=N")
     p.add_argument("--sampler", help="shorthand for --set study.sampler=NAME (grid, tpe, nsga2, random)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and first trials, then exit")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and first trials, then exit"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1) of an embedded cluster")
+    p.add_argument(
+        "--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1) of an embedded cluster"
+    )
     p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local cluster (default: all)")
-    p.add_argument("--roll-seconds", type=float, default=10.0,
-                   help="publish the live segment as a Parquet part at least this often (default 10 s)")
+    p.add_argument(
+        "--roll-seconds",
+        type=float,
+        default=10.0,
+        help="publish the live segment as a Parquet part at least this often (default 10 s)",
+    )
     return p
 
 
@@ -121,20 +148,37 @@ def _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_
     write_run_json(run_dir, record)
 
     print(f"run directory: {run_dir}  (results root from {root.reason})", flush=True)
-    print(f"study: {sweep}  sampler={cfg.study.sampler}  actors={cfg.study.actors}  "
-          f"dashboard: optuna-dashboard {run_dir / JOURNAL}", flush=True)
+    print(
+        f"study: {sweep}  sampler={cfg.study.sampler}  actors={cfg.study.actors}  "
+        f"dashboard: optuna-dashboard {run_dir / JOURNAL}",
+        flush=True,
+    )
     import ray
 
     owned = not ray.is_initialized()
     info = connect(args.num_cpus, dashboard=args.dashboard, resources=cluster_resources)
-    print(f"ray: {'embedded local cluster' if info.embedded else 'cluster ' + info.address}, "
-          f"{info.nodes} node(s), {info.cpus:g} CPU, {info.gpus:g} GPU, auth={info.auth_mode or 'default'}"
-          + (f", dashboard {info.dashboard_url}" if info.dashboard_url else ""), flush=True)
-    metadata = {"evfarm.run_id": run_id, "evfarm.sweep": sweep, "evfarm.config_hash": record["config_hash"],
-                "evfarm.git_sha": str(record.get("git_sha")), "evfarm.versions": json.dumps(record["versions"])}
+    print(
+        f"ray: {'embedded local cluster' if info.embedded else 'cluster ' + info.address}, "
+        f"{info.nodes} node(s), {info.cpus:g} CPU, {info.gpus:g} GPU, auth={info.auth_mode or 'default'}"
+        + (f", dashboard {info.dashboard_url}" if info.dashboard_url else ""),
+        flush=True,
+    )
+    metadata = {
+        "evfarm.run_id": run_id,
+        "evfarm.sweep": sweep,
+        "evfarm.config_hash": record["config_hash"],
+        "evfarm.git_sha": str(record.get("git_sha")),
+        "evfarm.versions": json.dumps(record["versions"]),
+    }
     try:
-        runner = StudyRunner(spec, run_dir, run_id, metadata, progress=not args.no_progress,
-                             sink_roll_seconds=args.roll_seconds)
+        runner = StudyRunner(
+            spec,
+            run_dir,
+            run_id,
+            metadata,
+            progress=not args.no_progress,
+            sink_roll_seconds=args.roll_seconds,
+        )
         outcome = runner.run(resume=resume)
     finally:
         if owned:
@@ -149,9 +193,15 @@ def _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_
         print("best:" if len(spec.objectives) == 1 else "pareto front:")
         print(format_table(outcome.best))
     summary = {
-        "run_dir": str(run_dir), "complete": outcome.complete, "failed": outcome.failed,
-        "pruned": outcome.pruned, "retried": outcome.retried, "rows": outcome.rows_written,
-        "recovered_rows": outcome.recovered_rows, "seconds": f"{outcome.seconds:.1f}", **extras,
+        "run_dir": str(run_dir),
+        "complete": outcome.complete,
+        "failed": outcome.failed,
+        "pruned": outcome.pruned,
+        "retried": outcome.retried,
+        "rows": outcome.rows_written,
+        "recovered_rows": outcome.recovered_rows,
+        "seconds": f"{outcome.seconds:.1f}",
+        **extras,
     }
     if len(spec.objectives) == 1 and outcome.best:
         summary[f"best_{spec.objectives[0]}"] = _fmt(outcome.best[0][spec.objectives[0]])

@@ -2,6 +2,7 @@
 
 They live in the package, not under tests/, because Ray workers must import them by name.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,10 +26,17 @@ class ToyTask:
     - `raise_all`: every evaluation raises.
     """
 
-    def __init__(self, sleep: float = 0.0, marker_dir: str | None = None,
-                 crash_at: tuple[Any, Any] | None = None, raise_at: tuple[Any, Any] | None = None,
-                 raise_all: bool = False, load_seconds: float = 0.0, crash_chunk: int = 0,
-                 cpu_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        sleep: float = 0.0,
+        marker_dir: str | None = None,
+        crash_at: tuple[Any, Any] | None = None,
+        raise_at: tuple[Any, Any] | None = None,
+        raise_all: bool = False,
+        load_seconds: float = 0.0,
+        crash_chunk: int = 0,
+        cpu_seconds: float = 0.0,
+    ) -> None:
         time.sleep(load_seconds)
         self.sleep, self.marker_dir = sleep, marker_dir
         self.crash_at, self.raise_at, self.raise_all = crash_at, raise_at, raise_all
@@ -36,14 +44,26 @@ class ToyTask:
         self.cpu_seconds = cpu_seconds
         self.pid = os.getpid()
 
-    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int,
-                 checkpoint: Any = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        params: dict[str, Any],
+        *,
+        seed: int,
+        trial: int,
+        chunk: int,
+        n_chunks: int,
+        checkpoint: Any = None,
+    ) -> dict[str, Any]:
         x, y = params["x"], params.get("y", 0)
         done = [] if chunk == 0 else list((checkpoint or {}).get("done", getattr(self, "_done", [])))
         if self.raise_all or (self.raise_at is not None and (x, y) == tuple(self.raise_at)):
             raise ValueError(f"injected failure at x={x} y={y}")
-        if self.crash_at is not None and (x, y) == tuple(self.crash_at) and self.marker_dir \
-                and chunk == self.crash_chunk:
+        if (
+            self.crash_at is not None
+            and (x, y) == tuple(self.crash_at)
+            and self.marker_dir
+            and chunk == self.crash_chunk
+        ):
             marker = Path(self.marker_dir) / f"crashed-{x}-{y}"
             if not marker.exists():
                 marker.write_text(str(os.getpid()))
@@ -54,10 +74,15 @@ class ToyTask:
         done.append(chunk)
         self._done = done
         if chunk < n_chunks - 1:
-            return {"intermediate": value + (n_chunks - 1 - chunk), "rows": [{"row_kind": "detail", "step": chunk}],
-                    "checkpoint": {"done": done}}
-        return {"objectives": {"loss": value, "neg": -value},
-                "metrics": {"pid": self.pid, "chunks_seen": ",".join(map(str, done))}}
+            return {
+                "intermediate": value + (n_chunks - 1 - chunk),
+                "rows": [{"row_kind": "detail", "step": chunk}],
+                "checkpoint": {"done": done},
+            }
+        return {
+            "objectives": {"loss": value, "neg": -value},
+            "metrics": {"pid": self.pid, "chunks_seen": ",".join(map(str, done))},
+        }
 
 
 def burn_cpu(seconds: float) -> int:
@@ -69,8 +94,13 @@ def burn_cpu(seconds: float) -> int:
     return n
 
 
-def toy_spec(sweep: str = "toy", study: StudyConfig | None = None, objectives: tuple[str, ...] = ("loss",),
-             space: dict[str, tuple] | None = None, **task_kwargs: Any) -> StudySpec:
+def toy_spec(
+    sweep: str = "toy",
+    study: StudyConfig | None = None,
+    objectives: tuple[str, ...] = ("loss",),
+    space: dict[str, tuple] | None = None,
+    **task_kwargs: Any,
+) -> StudySpec:
     directions = tuple("minimize" if o == "loss" else "maximize" for o in objectives)
     return StudySpec(
         sweep=sweep,
@@ -93,9 +123,13 @@ def toy_sweep_main(argv: list[str] | None = None) -> int:
     """`python -m cluster.testing ...`: a slow 12-point grid, for the driver-kill/--resume test."""
     from cluster.sweep_cli import run_sweep
 
-    return run_sweep(argv, sweep="toy_sweep", description="toy grid for tests",
-                     config_cls=ToySweepConfig,
-                     build_spec=lambda cfg: toy_spec("toy_sweep", cfg.study, sleep=cfg.sleep))
+    return run_sweep(
+        argv,
+        sweep="toy_sweep",
+        description="toy grid for tests",
+        config_cls=ToySweepConfig,
+        build_spec=lambda cfg: toy_spec("toy_sweep", cfg.study, sleep=cfg.sleep),
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ and exits 1 when it differs from the card by more than the model's tolerance
 weights) exits 2 with the error's message. Our own design ([inferred]); the main CLI
 (`cluster/cli.py`) mounts `add_parser` and dispatches to `run`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ from typing import Any
 
 from methods.errors import CheckpointError, ConfigError, EvfarmUserError
 
-ZOO_MODULES = ("sims.zoo.cnn_bn_digits", "sims.zoo.vit_digits", "sims.zoo.digits_classifier",
-               "sims.zoo.ddpm_digits")
+ZOO_MODULES = (
+    "sims.zoo.cnn_bn_digits",
+    "sims.zoo.vit_digits",
+    "sims.zoo.digits_classifier",
+    "sims.zoo.ddpm_digits",
+)
 OPTIONAL_ZOO_MODULES = ("sims.zoo.sam_shapes",)  # written by another part of the project
 
 
@@ -43,8 +48,9 @@ def import_zoo() -> Any:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `zoo` sub-command (and its list/train/check actions) to the main CLI's subparsers."""
-    parser = subparsers.add_parser("zoo", help="tiny reference models: list, train, check",
-                                   description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser(
+        "zoo", help="tiny reference models: list, train, check", description=__doc__.split("\n\n")[0]
+    )
     actions = parser.add_subparsers(dest="zoo_action", required=True, metavar="{list,train,check}")
     actions.add_parser("list", help="list zoo models with their card metric")
     train = actions.add_parser("train", help="retrain a zoo model deterministically")
@@ -95,8 +101,10 @@ def _train(zoo: Any, args: argparse.Namespace) -> int:
         kwargs["progress"] = _print_progress
     card = spec.train(args.out, **kwargs)
     where = args.out if args.out is not None else "sims/zoo/weights"
-    print(f"trained {spec.name}: {spec.metric}={_fmt(card.get(spec.metric))} "
-          f"wall_time_s={card.get('wall_time_s')} params={card.get('param_count', card.get('params'))} -> {where}")
+    print(
+        f"trained {spec.name}: {spec.metric}={_fmt(card.get(spec.metric))} "
+        f"wall_time_s={card.get('wall_time_s')} params={card.get('param_count', card.get('params'))} -> {where}"
+    )
     return 0
 
 
@@ -118,8 +126,10 @@ def _check(zoo: Any, args: argparse.Namespace) -> int:
     new = spec.evaluate(load_zoo_model(spec.name, args.root))[spec.metric]
     ok = metric_matches(float(card[spec.metric]), float(new), spec.extra)
     status = "ok" if ok else "MISMATCH"
-    print(f"{status}: {spec.name} {spec.metric} card={_fmt(card[spec.metric])} recomputed={_fmt(new)} "
-          f"(tolerance {spec.extra.get('tolerance', 0.0)} + {spec.extra.get('rel_tolerance', 0.0)}·|card|)")
+    print(
+        f"{status}: {spec.name} {spec.metric} card={_fmt(card[spec.metric])} recomputed={_fmt(new)} "
+        f"(tolerance {spec.extra.get('tolerance', 0.0)} + {spec.extra.get('rel_tolerance', 0.0)}·|card|)"
+    )
     return 0 if ok else 1
 
 

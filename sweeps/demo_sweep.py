@@ -7,10 +7,11 @@
 Each trial is 3-fold cross-validation (one fold per chunk, so the median pruner can stop a poor
 trial early); the trial row also records the held-out test accuracy. Writes an accuracy-vs-C plot.
 """
+
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,19 @@ class DemoSweepConfig:
     def __post_init__(self) -> None:
         unknown = [o for o in self.objectives if o not in OBJECTIVE_DIRECTIONS]
         if unknown or not self.objectives:
-            raise ConfigError(f"objectives must be a non-empty subset of {list(OBJECTIVE_DIRECTIONS)}, got {list(self.objectives)}.")
+            raise ConfigError(
+                f"objectives must be a non-empty subset of {list(OBJECTIVE_DIRECTIONS)}, got {list(self.objectives)}."
+            )
         if not self.C or min(self.C) <= 0:
             raise ConfigError(f"C values must be positive, got {list(self.C)}.")
 
 
 def build_spec(cfg: DemoSweepConfig) -> StudySpec:
     if cfg.study.sampler == "grid":
-        space: dict[str, tuple] = {"C": ("categorical", list(cfg.C)), "size": ("categorical", list(cfg.sizes))}
+        space: dict[str, tuple] = {
+            "C": ("categorical", list(cfg.C)),
+            "size": ("categorical", list(cfg.sizes)),
+        }
     else:
         space = {"C": ("float", min(cfg.C), max(cfg.C), "log"), "size": ("categorical", list(cfg.sizes))}
     return StudySpec(
@@ -61,8 +67,17 @@ def build_spec(cfg: DemoSweepConfig) -> StudySpec:
 
 def report(run_dir: Path, cfg: DemoSweepConfig, outcome: Any) -> dict[str, Any]:
     trials = [r for r in summarise_trials(read_table(run_dir)) if r["state"] == "COMPLETE"]
-    print(format_table([{k: r.get(k) for k in ("trial_number", "C", "size", "accuracy", "test_accuracy", "fit_seconds")}
-                        for r in trials]))
+    print(
+        format_table(
+            [
+                {
+                    k: r.get(k)
+                    for k in ("trial_number", "C", "size", "accuracy", "test_accuracy", "fit_seconds")
+                }
+                for r in trials
+            ]
+        )
+    )
     if not trials:
         return {}
     import matplotlib
@@ -88,8 +103,14 @@ def report(run_dir: Path, cfg: DemoSweepConfig, outcome: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_sweep(argv, sweep="demo_sweep", description=__doc__.splitlines()[0],
-                     config_cls=DemoSweepConfig, build_spec=build_spec, report=report)
+    return run_sweep(
+        argv,
+        sweep="demo_sweep",
+        description=__doc__.splitlines()[0],
+        config_cls=DemoSweepConfig,
+        build_spec=build_spec,
+        report=report,
+    )
 
 
 if __name__ == "__main__":

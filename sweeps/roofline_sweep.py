@@ -8,6 +8,7 @@ prefill/decode time and memory on virtual devices (LLM-Viewer's analysis, `metho
 One trial per grid point; objectives decode_time (s) and footprint (bytes), both minimised, so the
 run's Pareto front lists the cheapest configurations. Writes a decode-time-vs-bits plot.
 """
+
 from __future__ import annotations
 
 import sys
@@ -55,17 +56,43 @@ class RooflineSweepConfig:
 
 
 def build_spec(cfg: RooflineSweepConfig) -> StudySpec:
-    space = {"model": ("categorical", list(cfg.models)), "device": ("categorical", list(cfg.devices)),
-             "bits": ("categorical", list(cfg.bits)), "seq": ("categorical", list(cfg.seqs))}
-    return StudySpec(sweep="roofline_sweep", objectives=("decode_time", "footprint_decode_total"),
-                     directions=("minimize", "minimize"), space=space, study=cfg.study,
-                     task_factory=partial(RooflineTask, cfg.batch, cfg.flash, cfg.mode, cfg.gen_tokens))
+    space = {
+        "model": ("categorical", list(cfg.models)),
+        "device": ("categorical", list(cfg.devices)),
+        "bits": ("categorical", list(cfg.bits)),
+        "seq": ("categorical", list(cfg.seqs)),
+    }
+    return StudySpec(
+        sweep="roofline_sweep",
+        objectives=("decode_time", "footprint_decode_total"),
+        directions=("minimize", "minimize"),
+        space=space,
+        study=cfg.study,
+        task_factory=partial(RooflineTask, cfg.batch, cfg.flash, cfg.mode, cfg.gen_tokens),
+    )
 
 
 def report(run_dir: Path, cfg: RooflineSweepConfig, outcome: Any) -> dict[str, Any]:
     rows = [r for r in summarise_trials(read_table(run_dir)) if r["state"] == "COMPLETE"]
-    print(format_table([{k: r.get(k) for k in ("model", "device", "bits", "seq", "prefill_time", "decode_time",
-                                                "footprint_decode_total")} for r in rows]))
+    print(
+        format_table(
+            [
+                {
+                    k: r.get(k)
+                    for k in (
+                        "model",
+                        "device",
+                        "bits",
+                        "seq",
+                        "prefill_time",
+                        "decode_time",
+                        "footprint_decode_total",
+                    )
+                }
+                for r in rows
+            ]
+        )
+    )
     if not rows:
         return {}
     import matplotlib
@@ -77,8 +104,11 @@ def report(run_dir: Path, cfg: RooflineSweepConfig, outcome: Any) -> dict[str, A
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for model in cfg.models:
         for device in cfg.devices:
-            pts = [(cfg.bits.index(r["bits"]), r["decode_time"] * 1e3) for r in rows
-                   if r["model"] == model and r["device"] == device and r["seq"] == seq]
+            pts = [
+                (cfg.bits.index(r["bits"]), r["decode_time"] * 1e3)
+                for r in rows
+                if r["model"] == model and r["device"] == device and r["seq"] == seq
+            ]
             if pts:
                 pts.sort()
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{model} @ {device}")
@@ -92,13 +122,22 @@ def report(run_dir: Path, cfg: RooflineSweepConfig, outcome: Any) -> dict[str, A
     plt.close(fig)
     print(f"plot: {plot}")
     fastest = min(rows, key=lambda r: r["decode_time"])
-    return {"plot": str(plot), "fastest": f"{fastest['model']}@{fastest['device']}:{fastest['bits']}",
-            "fastest_decode_ms": fastest["decode_time"] * 1e3}
+    return {
+        "plot": str(plot),
+        "fastest": f"{fastest['model']}@{fastest['device']}:{fastest['bits']}",
+        "fastest_decode_ms": fastest["decode_time"] * 1e3,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_sweep(argv, sweep="roofline_sweep", description=__doc__.splitlines()[0],
-                     config_cls=RooflineSweepConfig, build_spec=build_spec, report=report)
+    return run_sweep(
+        argv,
+        sweep="roofline_sweep",
+        description=__doc__.splitlines()[0],
+        config_cls=RooflineSweepConfig,
+        build_spec=build_spec,
+        report=report,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """methods/ and sims/ stay pure: no ray, optuna, pyarrow, cluster or actors imports (DESIGN)."""
+
 from __future__ import annotations
 
 import ast

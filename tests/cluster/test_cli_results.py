@@ -1,4 +1,5 @@
 """`evfarm results RUN_DIR` (table, csv, json) and the sink actor's crash recovery."""
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,19 @@ from sweeps import demo_sweep
 
 
 def test_demo_sweep_end_to_end_and_results_command(ray_local, tmp_path, capsys):
-    rc = demo_sweep.main(["--out", str(tmp_path), "--run-id", "r", "--no-progress",
-                          "--set", "C=[0.01, 1.0]", "--set", "sizes=[8]"])
+    rc = demo_sweep.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "r",
+            "--no-progress",
+            "--set",
+            "C=[0.01, 1.0]",
+            "--set",
+            "sizes=[8]",
+        ]
+    )
     out = capsys.readouterr().out
     run_dir = tmp_path / "demo_sweep" / "r"
     assert rc == 0 and f"run directory: {run_dir}" in out.splitlines()[0]

@@ -1,4 +1,5 @@
 """Configs from TOML + --set, and bad input: one clear paragraph, exit 2, nothing touched."""
+
 from __future__ import annotations
 
 import os
@@ -59,12 +60,15 @@ def test_study_config_validates_sampler():
         StudyConfig(sampler="bayes")
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--set", "study.actorz=3"], "study.actors"),
-    (["--set", "study.actors=two"], "expected an integer"),
-    (["--sampler", "annealing"], "tpe"),
-    (["--set", "C=[-1.0]"], "positive"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--set", "study.actorz=3"], "study.actors"),
+        (["--set", "study.actors=two"], "expected an integer"),
+        (["--sampler", "annealing"], "tpe"),
+        (["--set", "C=[-1.0]"], "positive"),
+    ],
+)
 def test_bad_input_exits_2_with_one_paragraph_and_writes_nothing(tmp_path, capsys, argv, needle):
     out = tmp_path / "results"
     (out / "demo_sweep" / "old").mkdir(parents=True)

@@ -1,5 +1,6 @@
 """A driver killed with SIGKILL mid-sweep, then `--resume`: the study finishes with no duplicate
 COMPLETE rows and no lost flushed rows (issue 2)."""
+
 from __future__ import annotations
 
 import collections
@@ -18,9 +19,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _spawn(args, ray_tmp):
     env = {**os.environ, "RAY_ADDRESS": "local", "RAY_TMPDIR": ray_tmp, "PYTHONPATH": REPO}
-    return subprocess.Popen([sys.executable, "-m", "cluster.testing", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cluster.testing", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _rows(run_dir):
@@ -65,6 +72,8 @@ def test_sigkilled_driver_resumes_without_duplicates_or_losses(tmp_path):
     complete = collections.Counter((r["x"], r["y"]) for r in trials if r["state"] == "COMPLETE")
     assert len(complete) == 12 and set(complete.values()) == {1}, complete
     key = lambda r: (r["row_kind"], r["trial_number"], r["attempt"], r["state"])  # noqa: E731
-    assert collections.Counter(map(key, before)) - collections.Counter(map(key, after)) == collections.Counter()
+    assert (
+        collections.Counter(map(key, before)) - collections.Counter(map(key, after)) == collections.Counter()
+    )
     interrupted = [r for r in trials if r["state"] == "FAIL"]
     assert all("driver stopped" in r["error"] for r in interrupted)

@@ -1,5 +1,6 @@
 """`evfarm cluster up` starts a head node whose job API refuses unauthenticated submissions, and
 `evfarm cluster down` stops exactly the processes it started (issue 2, security)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,12 @@ def _post_job(url: str, token: str | None) -> int:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(f"{url}/api/jobs/", data=json.dumps({"entrypoint": "echo evfarm"}).encode(),
-                                 headers=headers, method="POST")
+    req = urllib.request.Request(
+        f"{url}/api/jobs/",
+        data=json.dumps({"entrypoint": "echo evfarm"}).encode(),
+        headers=headers,
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(req, timeout=90) as resp:
             return resp.status
@@ -41,7 +46,10 @@ def _wait_http(url: str, timeout: float = 60.0) -> None:
 
 def test_unauthenticated_job_submission_is_refused(capsys):
     port, dport = headnode.free_port(), headnode.free_port()
-    assert cli.main(["cluster", "up", "--port", str(port), "--dashboard-port", str(dport), "--num-cpus", "1"]) == 0
+    assert (
+        cli.main(["cluster", "up", "--port", str(port), "--dashboard-port", str(dport), "--num-cpus", "1"])
+        == 0
+    )
     state = headnode.load_state(port)
     try:
         assert "127.0.0.1" in capsys.readouterr().out
@@ -60,7 +68,9 @@ def test_unauthenticated_job_submission_is_refused(capsys):
     assert cli.main(["cluster", "down", "--port", str(port)]) == 2  # nothing recorded any more
 
 
-@pytest.mark.parametrize("args", [["cluster", "status", "--port", "1"], ["cluster", "up", "--resources", "{bad"]])
+@pytest.mark.parametrize(
+    "args", [["cluster", "status", "--port", "1"], ["cluster", "up", "--resources", "{bad"]]
+)
 def test_cluster_bad_input_exits_2(args, capsys):
     assert cli.main(args) == 2
     assert capsys.readouterr().err.startswith("error: ")

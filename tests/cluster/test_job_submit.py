@@ -1,5 +1,6 @@
 """End to end: `evfarm cluster up`, then `ray job submit --working-dir . -- python sweeps/demo_sweep.py`
 with token auth; results land outside the job's temporary working directory (slow)."""
+
 from __future__ import annotations
 
 import os
@@ -19,17 +20,34 @@ def submit(dashboard_url: str, *entrypoint: str, timeout: float = 480) -> subpro
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_API_SERVER_ADDRESS": dashboard_url}
     env.pop("RAY_ADDRESS", None)
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    return subprocess.run([ray_bin, "job", "submit", "--working-dir", str(REPO), "--", *entrypoint],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [ray_bin, "job", "submit", "--working-dir", str(REPO), "--", *entrypoint],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_demo_sweep_as_a_ray_job_writes_results_that_outlive_the_job():
     port, dport = headnode.free_port(), headnode.free_port()
-    assert cli.main(["cluster", "up", "--port", str(port), "--dashboard-port", str(dport), "--num-cpus", "2"]) == 0
+    assert (
+        cli.main(["cluster", "up", "--port", str(port), "--dashboard-port", str(dport), "--num-cpus", "2"])
+        == 0
+    )
     state = headnode.load_state(port)
     try:
-        proc = submit(state.dashboard_url, "python", "sweeps/demo_sweep.py", "--no-progress",
-                      "--set", "C=[0.1, 1.0]", "--set", "sizes=[8]")
+        proc = submit(
+            state.dashboard_url,
+            "python",
+            "sweeps/demo_sweep.py",
+            "--no-progress",
+            "--set",
+            "C=[0.1, 1.0]",
+            "--set",
+            "sizes=[8]",
+        )
     finally:
         cli.main(["cluster", "down", "--port", str(port)])
     out = proc.stdout + proc.stderr

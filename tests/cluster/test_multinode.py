@@ -1,5 +1,6 @@
 """A head + 2 node fake cluster (`ray.cluster_utils.Cluster`): actors asking for a custom resource
 land on the nodes that have it; removing a node mid-sweep gets its trials retried elsewhere."""
+
 from __future__ import annotations
 
 import collections
@@ -12,8 +13,11 @@ from cluster.study import StudyConfig, StudyRunner
 from cluster.testing import toy_spec
 
 pytestmark = pytest.mark.cluster
-FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
-               "health_check_initial_delay_ms": 0}
+FAST_HEALTH = {
+    "health_check_period_ms": 500,
+    "health_check_failure_threshold": 3,
+    "health_check_initial_delay_ms": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,9 @@ def test_custom_resource_actors_land_on_rig_nodes_and_survive_node_loss(fake_clu
     outcome = runner.run(on_progress=on_progress)
     trials = summarise_trials(read_table(tmp_path))
     complete = [r for r in trials if r["state"] == "COMPLETE"]
-    assert collections.Counter((r["x"], r["y"]) for r in complete) == {(x, y): 1 for x in range(4) for y in range(3)}
+    assert collections.Counter((r["x"], r["y"]) for r in complete) == {
+        (x, y): 1 for x in range(4) for y in range(3)
+    }
     assert {r["node_id"] for r in complete} <= rig_ids  # never on the head, which has no galvo_rig
     assert len({r["node_id"] for r in complete}) >= 2
     failed = [r for r in trials if r["state"] == "FAIL"]

@@ -1,4 +1,5 @@
 """The segment protocol: live IPC stream → Parquet parts, recovery, readers (issue 2)."""
+
 from __future__ import annotations
 
 import os
@@ -12,14 +13,22 @@ import pyarrow as pa
 import pytest
 
 from cluster.results import (
-    SegmentWriter, part_paths, query, read_live, read_polars, read_table, rows_to_batch,
+    SegmentWriter,
+    part_paths,
+    query,
+    read_live,
+    read_polars,
+    read_table,
+    rows_to_batch,
 )
 from methods.errors import ResultsError
 
 
 def _rows(n, start=0, **extra):
-    return [{"run_id": "r", "trial_number": start + i, "state": "COMPLETE", "acc": 0.5 + i / 100, **extra}
-            for i in range(n)]
+    return [
+        {"run_id": "r", "trial_number": start + i, "state": "COMPLETE", "acc": 0.5 + i / 100, **extra}
+        for i in range(n)
+    ]
 
 
 def test_rows_keep_canonical_base_types_and_infer_extras():

@@ -1,4 +1,5 @@
 """`evfarm roofline`: every output format, the plot, generation, zoo tracing and bad input (exit 2)."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,27 @@ def test_csv_rows_parse(capsys):
 
 
 def test_json_payload_and_corrected_mode(capsys):
-    assert run_cli("Llama-2-70b", "--hw", "nvidia_H100", "--format", "json", "--mode", "corrected",
-                   "--w-bits", "4", "--kv-bits", "8", "--flash", "--gen", "4", "--seq", "256") == 0
+    assert (
+        run_cli(
+            "Llama-2-70b",
+            "--hw",
+            "nvidia_H100",
+            "--format",
+            "json",
+            "--mode",
+            "corrected",
+            "--w-bits",
+            "4",
+            "--kv-bits",
+            "8",
+            "--flash",
+            "--gen",
+            "4",
+            "--seq",
+            "256",
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["config"]["mode"] == "corrected" and data["config"]["w_bits"] == 4
     assert data["peak_dtype"] == "FP16"
@@ -61,12 +81,15 @@ def test_dit_uses_its_default_token_count(capsys):
     assert {r["stage"] for r in data["rows"]} == {"prefill"} and set(data["totals"]) == {"prefill"}
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (("Llama-2-7b", "--hw", "nvidia_A10O"), "nvidia_A100"),
-    (("Llama-2-7", "--hw", "nvidia_A100"), "Llama-2-7b"),
-    (("Llama-2-7b", "--hw", "nvidia_A100", "--w-bits", "0"), "w_bits"),
-    (("Llama-2-7b", "--hw", "intel_13900k", "--w-bits", "8", "--a-bits", "8"), "INT8"),
-])
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (("Llama-2-7b", "--hw", "nvidia_A10O"), "nvidia_A100"),
+        (("Llama-2-7", "--hw", "nvidia_A100"), "Llama-2-7b"),
+        (("Llama-2-7b", "--hw", "nvidia_A100", "--w-bits", "0"), "w_bits"),
+        (("Llama-2-7b", "--hw", "intel_13900k", "--w-bits", "8", "--a-bits", "8"), "INT8"),
+    ],
+)
 def test_bad_input_exits_2_with_message(capsys, argv, needle):
     assert run_cli(*argv) == 2
     captured = capsys.readouterr()
@@ -81,15 +104,31 @@ def test_zoo_model_is_traced(monkeypatch, capsys):
     from sims.zoo.registry import ZooSpec
 
     def build():
-        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                                   torch.nn.Linear(4 * 6 * 6, 10))
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10)
+        )
 
     fake = Registry("zoo model")
-    fake.register("tiny_cnn")(ZooSpec("tiny_cnn", build, train=lambda *a: {}, evaluate=lambda m: {},
-                                      metric="acc"))
+    fake.register("tiny_cnn")(
+        ZooSpec("tiny_cnn", build, train=lambda *a: {}, evaluate=lambda m: {}, metric="acc")
+    )
     monkeypatch.setattr(zoo, "ZOO", fake)
-    assert run_cli("tiny_cnn", "--hw", "nvidia_jetson_orin_nano_8g", "--input-shape", "2,1,8,8",
-                   "--format", "json", "--w-bits", "8", "--a-bits", "8") == 0
+    assert (
+        run_cli(
+            "tiny_cnn",
+            "--hw",
+            "nvidia_jetson_orin_nano_8g",
+            "--input-shape",
+            "2,1,8,8",
+            "--format",
+            "json",
+            "--w-bits",
+            "8",
+            "--a-bits",
+            "8",
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     by_layer = {r["layer"]: r for r in data["rows"]}
     assert by_layer["0"]["ops"] == 2 * 2 * 4 * 6 * 6 * 9 and by_layer["0"]["peak_dtype"] == "INT8"

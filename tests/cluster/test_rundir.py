@@ -1,5 +1,6 @@
 """Where results land (issue 2): --out, then $EVFARM_RESULTS, then ./results — except under a
 Ray job, whose working directory is a temporary copy that Ray deletes."""
+
 from __future__ import annotations
 
 import json

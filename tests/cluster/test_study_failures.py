@@ -1,4 +1,5 @@
 """The farm's failure behaviour on a local Ray cluster (issue 2)."""
+
 from __future__ import annotations
 
 import collections
@@ -17,8 +18,9 @@ def _run(tmp_path, spec, resume=False):
 
 
 def test_grid_with_actor_death_completes_every_point_exactly_once(ray_local, tmp_path):
-    spec = toy_spec(study=StudyConfig(sampler="grid", actors=2), sleep=0.05,
-                    marker_dir=str(tmp_path), crash_at=(1, 2))
+    spec = toy_spec(
+        study=StudyConfig(sampler="grid", actors=2), sleep=0.05, marker_dir=str(tmp_path), crash_at=(1, 2)
+    )
     outcome, run_dir = _run(tmp_path, spec)
     trials = summarise_trials(read_table(run_dir))
     complete = collections.Counter((r["x"], r["y"]) for r in trials if r["state"] == "COMPLETE")
@@ -45,8 +47,10 @@ def test_task_exception_fails_without_retry_and_the_sweep_goes_on(ray_local, tmp
 
 
 def test_pruning_stops_poor_trials_between_chunks(ray_local, tmp_path):
-    spec = toy_spec(study=StudyConfig(sampler="grid", actors=1, n_chunks=3, pruner="median"),
-                    space={"x": ("categorical", [2, 2.5, 10, 20, 30, 40]), "y": ("categorical", [0])})
+    spec = toy_spec(
+        study=StudyConfig(sampler="grid", actors=1, n_chunks=3, pruner="median"),
+        space={"x": ("categorical", [2, 2.5, 10, 20, 30, 40]), "y": ("categorical", [0])},
+    )
     outcome, run_dir = _run(tmp_path, spec)
     table = read_table(run_dir)
     trials = summarise_trials(table)
@@ -59,8 +63,11 @@ def test_pruning_stops_poor_trials_between_chunks(ray_local, tmp_path):
 
 def test_multi_objective_nsga2_and_tpe_run_their_trial_budget(ray_local, tmp_path):
     space = {"x": ("float", -2.0, 6.0), "y": ("int", 0, 3)}
-    spec = toy_spec(study=StudyConfig(sampler="nsga2", actors=2, n_trials=8, seed=3),
-                    objectives=("loss", "neg"), space=space)
+    spec = toy_spec(
+        study=StudyConfig(sampler="nsga2", actors=2, n_trials=8, seed=3),
+        objectives=("loss", "neg"),
+        space=space,
+    )
     outcome, _ = _run(tmp_path / "a", spec) if (tmp_path / "a").mkdir() is None else None
     assert outcome.complete == 8 and outcome.best and all("loss" in b for b in outcome.best)
     spec = toy_spec(study=StudyConfig(sampler="tpe", actors=2, n_trials=6, seed=3), space=space)
@@ -71,9 +78,13 @@ def test_multi_objective_nsga2_and_tpe_run_their_trial_budget(ray_local, tmp_pat
 
 
 def test_retried_chunked_trial_resumes_from_its_last_checkpoint(ray_local, tmp_path):
-    spec = toy_spec(study=StudyConfig(sampler="grid", actors=1, n_chunks=3),
-                    space={"x": ("categorical", [1, 2]), "y": ("categorical", [0])},
-                    marker_dir=str(tmp_path), crash_at=(2, 0), crash_chunk=2)
+    spec = toy_spec(
+        study=StudyConfig(sampler="grid", actors=1, n_chunks=3),
+        space={"x": ("categorical", [1, 2]), "y": ("categorical", [0])},
+        marker_dir=str(tmp_path),
+        crash_at=(2, 0),
+        crash_chunk=2,
+    )
     outcome, run_dir = _run(tmp_path, spec)
     rows = read_table(run_dir).to_pylist()
     final = [r for r in summarise_trials(read_table(run_dir)) if r["state"] == "COMPLETE" and r["x"] == 2][0]

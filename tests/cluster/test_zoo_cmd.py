@@ -1,4 +1,5 @@
 """`evfarm zoo` sub-command: list, train into a folder, check against the card (ok / mismatch / bad input)."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ def test_parser_dispatches_to_run():
 
 
 def test_train_writes_into_out_and_check_passes(tmp_path, capsys):
-    assert zoo_cmd.run(_parse(["zoo", "train", "cnn-bn-digits", "--out", str(tmp_path), "--seed", "1",
-                               "--steps", "30"])) == 0
+    assert (
+        zoo_cmd.run(
+            _parse(["zoo", "train", "cnn-bn-digits", "--out", str(tmp_path), "--seed", "1", "--steps", "30"])
+        )
+        == 0
+    )
     assert "trained cnn-bn-digits" in capsys.readouterr().out
     assert weights_path("cnn-bn-digits", tmp_path).is_file()
     card = json.loads(card_path("cnn-bn-digits", tmp_path).read_text())
