@@ -10,7 +10,9 @@ dataset readers.
 
 Readers: `read_table` (pyarrow, parts + optionally the live segment), `query` (DuckDB over the
 parts with `union_by_name=true`, which must be passed: without it DuckDB silently keeps only the
-first file's columns), and `read_polars` (explicit schema + `missing_columns="insert"`).
+first file's columns), and `read_polars` (the parts unified by pyarrow, so columns that only later
+parts have come back as nulls in earlier rows; Polars' own `scan_parquet` over mixed parts raises
+`SchemaError` unless given a schema).
 """
 
 from __future__ import annotations
@@ -313,11 +315,10 @@ def query(run_dir: str | Path, sql: str, include_live: bool = False) -> pa.Table
 
 
 def read_polars(run_dir: str | Path):  # -> polars.DataFrame
-    """The published parts as a Polars frame (canonical schema, missing columns inserted)."""
+    """The published parts as a Polars frame; columns missing from older parts are nulls."""
     import polars as pl
 
-    tables = read_table(run_dir, include_live=False)
-    return pl.from_arrow(tables)
+    return pl.from_arrow(read_table(run_dir, include_live=False))
 
 
 def summarise_trials(table: pa.Table) -> list[dict[str, Any]]:
