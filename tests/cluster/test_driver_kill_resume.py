@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +68,7 @@ def test_sigkilled_driver_resumes_without_duplicates_or_losses(tmp_path):
             if p.poll() is None:
                 p.kill()
         _terminate(our_processes(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     after = _rows(run_dir)
     trials = summarise_trials(read_table(run_dir))
     complete = collections.Counter((r["x"], r["y"]) for r in trials if r["state"] == "COMPLETE")
