@@ -33,7 +33,7 @@ BatchNorm is not folded: it stays a FP layer that TTA methods (`methods/tta`) ad
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -260,13 +260,6 @@ class TTAQConfig(ReconPTQConfig):
         if self.pem_max_vectors < 1:
             raise ConfigError(f"pem_max_vectors must be >= 1, got {self.pem_max_vectors!r}.")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise ConfigError(f"Unknown TTAQConfig key {key!r}. {did_you_mean(key, names)}")
-        return cls(**data)
 
     @classmethod
     def search_space(cls) -> dict[str, tuple]:

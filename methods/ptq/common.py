@@ -6,20 +6,21 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from methods.errors import ConfigError, did_you_mean
+from methods.config_dict import ConfigDict
+from methods.errors import ConfigError
 from methods.quant import QuantConfig, bits_report, check_ready_for_eval, finalize_for_eval
 from methods.quant.recon import ReconConfig
 from methods.registry import Registry
 
 
 @dataclass(frozen=True)
-class PTQConfig:
+class PTQConfig(ConfigDict):
     """Fields every PTQ method shares (bits, observers, first/last-layer policy)."""
 
     w_bits: int = 4
@@ -47,16 +48,7 @@ class PTQConfig:
         }
         return QuantConfig(**{**base, **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise ConfigError(f"Unknown {cls.__name__} key {key!r}. {did_you_mean(key, names)}")
-        return cls(**data)
 
     @classmethod
     def search_space(cls) -> dict[str, tuple]:

@@ -8,9 +8,9 @@ RepQ-ViT (log-sqrt2). Which of these a method changes is stated in that method's
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
+from methods.config_dict import ConfigDict
 from methods.errors import ConfigError, did_you_mean
 from methods.quant.observers import OBSERVERS
 from methods.quant.primitives import GRANULARITIES, Granularity
@@ -19,7 +19,7 @@ SOFTMAX_QUANT = ("uniform", "log2", "log_sqrt2")
 
 
 @dataclass(frozen=True)
-class QuantConfig:
+class QuantConfig(ConfigDict):
     """Bits, granularities and observers of a fake-quantized model.
 
     Args:
@@ -81,16 +81,7 @@ class QuantConfig:
     def weight_granularity(self) -> Granularity:
         return Granularity(self.w_granularity, 0, self.w_group_size)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QuantConfig:
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise ConfigError(f"Unknown QuantConfig key {key!r}. {did_you_mean(key, names)}")
-        return cls(**data)
 
     @staticmethod
     def search_space() -> dict[str, tuple]:

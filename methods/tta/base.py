@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.errors import ConfigError, did_you_mean
+from methods.config_dict import ConfigDict
+from methods.errors import ConfigError
 from methods.registry import Registry
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -39,7 +40,7 @@ LogitAdjust = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class TTAConfig:
+class TTAConfig(ConfigDict):
     """Fields every TTA method shares.
 
     Args:
@@ -58,16 +59,7 @@ class TTAConfig:
                 f"{type(self).__name__} version {self.version!r} is unknown; this code reads 1."
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise ConfigError(f"Unknown {cls.__name__} key {key!r}. {did_you_mean(key, names)}")
-        return cls(**data)
 
     @classmethod
     def search_space(cls) -> dict[str, tuple]:
