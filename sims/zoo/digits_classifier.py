@@ -33,9 +33,8 @@ from sims.zoo.registry import ZooSpec, load_zoo_model, register_zoo
 from sims.zoo.training import (
     ClassifierRecipe,
     card_table,
-    deterministic,
-    fit_classifier,
-    param_count,
+    classifier_card,
+    fit_digits,
     top1,
     write_zoo_files,
 )
@@ -153,12 +152,8 @@ def evaluate(model: nn.Module) -> dict[str, float]:
 
 
 def fit(seed: int = 0, steps: int | None = None) -> tuple[nn.Module, list[float]]:
-    recipe = RECIPE if steps is None else ClassifierRecipe(**{**RECIPE.to_dict(), "steps": steps})
-    x, y = load_digits_split("train", IMAGE_SIZE)
-    with deterministic(seed) as gen:
-        model = build()
-        losses = fit_classifier(model, x, y, recipe, gen)
-    return model, losses
+    """Train from scratch deterministically; `steps` overrides the recipe (tests use a few)."""
+    return fit_digits(build, RECIPE, IMAGE_SIZE, seed, steps)
 
 
 def train(out_dir: Path | None = None, seed: int = 0, steps: int | None = None) -> dict[str, Any]:
@@ -166,19 +161,11 @@ def train(out_dir: Path | None = None, seed: int = 0, steps: int | None = None) 
     model, losses = fit(seed, steps)
     wall = time.perf_counter() - start
     metrics = evaluate(model)
-    card = {
-        "name": NAME,
-        "data": f"sims.data.digits train split (1347 images) at {IMAGE_SIZE}x{IMAGE_SIZE}, [0,1]",
-        "image_size": IMAGE_SIZE,
-        "feature_dim": FEATURE_DIM,
-        "steps": steps or RECIPE.steps,
-        "seed": seed,
-        "recipe": {**RECIPE.to_dict(), "steps": steps or RECIPE.steps},
-        "wall_time_s": round(wall, 2),
-        "final_loss": losses[-1],
-        "param_count": param_count(model),
-        **metrics,
-    }
+    card = classifier_card(
+        NAME, model, RECIPE, IMAGE_SIZE, seed, steps, wall, losses,
+        data=f"sims.data.digits train split (1347 images) at {IMAGE_SIZE}x{IMAGE_SIZE}, [0,1]",
+        feature_dim=FEATURE_DIM, **metrics,
+    )
     md = f"""# digits-classifier (digit-FD feature model)
 
 Small conv classifier of 16×16 digits in [0, 1] whose 64-d penultimate features (pre-ReLU) define

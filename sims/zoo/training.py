@@ -125,6 +125,50 @@ def fit_classifier(
     return losses
 
 
+DIGITS_DATA = "sims.data.digits train split (1347 images) at {size}x{size}, [0,1]; test split 450 images"
+
+
+def fit_digits(build: Callable[[], nn.Module], recipe: ClassifierRecipe, image_size: int, seed: int = 0,
+               steps: int | None = None) -> tuple[nn.Module, list[float]]:
+    """Train `build()` on the digits train split deterministically; `steps` overrides the recipe."""
+    from sims.data.digits import load_digits_split
+
+    if steps is not None:
+        recipe = ClassifierRecipe(**{**recipe.to_dict(), "steps": steps})
+    x, y = load_digits_split("train", image_size)
+    with deterministic(seed) as gen:
+        model = build()
+        losses = fit_classifier(model, x, y, recipe, gen)
+    return model, losses
+
+
+def digits_top1(model: nn.Module, image_size: int) -> dict[str, float]:
+    """Test and train top-1 of a digits classifier."""
+    from sims.data.digits import load_digits_split
+
+    x, y = load_digits_split("test", image_size)
+    xt, yt = load_digits_split("train", image_size)
+    return {"test_top1": top1(model, x, y), "train_top1": top1(model, xt, yt)}
+
+
+def classifier_card(name: str, model: nn.Module, recipe: ClassifierRecipe, image_size: int, seed: int,
+                    steps: int | None, wall: float, losses: list[float], data: str,
+                    **extra: Any) -> dict[str, Any]:
+    """The card fields every digits classifier of the zoo records (`extra` adds its own)."""
+    return {
+        "name": name,
+        "data": data,
+        "image_size": image_size,
+        **extra,
+        "steps": steps or recipe.steps,
+        "seed": seed,
+        "recipe": {**recipe.to_dict(), "steps": steps or recipe.steps},
+        "wall_time_s": round(wall, 2),
+        "final_loss": losses[-1],
+        "param_count": param_count(model),
+    }
+
+
 @torch.no_grad()
 def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
     """Fraction of correctly classified images (eval mode, no gradient)."""

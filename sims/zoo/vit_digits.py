@@ -18,15 +18,15 @@ from typing import Any
 
 from torch import nn
 
-from sims.data.digits import NUM_CLASSES, load_digits_split
+from sims.data.digits import NUM_CLASSES
 from sims.zoo.registry import ZooSpec, register_zoo
 from sims.zoo.training import (
+    DIGITS_DATA,
     ClassifierRecipe,
     card_table,
-    deterministic,
-    fit_classifier,
-    param_count,
-    top1,
+    classifier_card,
+    digits_top1,
+    fit_digits,
     write_zoo_files,
 )
 
@@ -54,38 +54,23 @@ def build() -> nn.Module:
 
 
 def fit(seed: int = 0, steps: int | None = None) -> tuple[nn.Module, list[float]]:
-    recipe = RECIPE if steps is None else ClassifierRecipe(**{**RECIPE.to_dict(), "steps": steps})
-    x, y = load_digits_split("train", IMAGE_SIZE)
-    with deterministic(seed) as gen:
-        model = build()
-        losses = fit_classifier(model, x, y, recipe, gen)
-    return model, losses
+    """Train from scratch deterministically; `steps` overrides the recipe (tests use a few)."""
+    return fit_digits(build, RECIPE, IMAGE_SIZE, seed, steps)
 
 
 def evaluate(model: nn.Module) -> dict[str, float]:
-    x, y = load_digits_split("test", IMAGE_SIZE)
-    xt, yt = load_digits_split("train", IMAGE_SIZE)
-    return {"test_top1": top1(model, x, y), "train_top1": top1(model, xt, yt)}
+    return digits_top1(model, IMAGE_SIZE)
 
 
 def train(out_dir: Path | None = None, seed: int = 0, steps: int | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     model, losses = fit(seed, steps)
     wall = time.perf_counter() - start
-    card = {
-        "name": NAME,
-        "data": f"sims.data.digits train split (1347 images) at {IMAGE_SIZE}x{IMAGE_SIZE}, [0,1]; "
-        "test split 450 images",
-        "image_size": IMAGE_SIZE,
-        "architecture": {"class": "timm.models.vision_transformer.VisionTransformer", **VIT_KWARGS},
-        "steps": steps or RECIPE.steps,
-        "seed": seed,
-        "recipe": {**RECIPE.to_dict(), "steps": steps or RECIPE.steps},
-        "wall_time_s": round(wall, 2),
-        "final_loss": losses[-1],
-        "param_count": param_count(model),
+    card = classifier_card(
+        NAME, model, RECIPE, IMAGE_SIZE, seed, steps, wall, losses, data=DIGITS_DATA.format(size=IMAGE_SIZE),
+        architecture={"class": "timm.models.vision_transformer.VisionTransformer", **VIT_KWARGS},
         **evaluate(model),
-    }
+    )
     md = f"""# vit-digits
 
 timm `VisionTransformer` (pretrained=False) configured small: 16×16 grey input, patch 4, width 64,
