@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_diffusion import tiny_scheduler, tiny_unet
 
 from methods.errors import ConfigError
 from methods.qdiffusion import (
@@ -15,28 +16,6 @@ from methods.qdiffusion import (
 )
 from methods.quant import check_ready_for_eval
 from methods.quant.modules import act_quantizer
-
-
-def tiny_unet():
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    ).eval()
-
-
-def tiny_scheduler():
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
 
 
 def test_concat_splits_match_the_up_block_inputs():
