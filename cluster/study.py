@@ -401,58 +401,55 @@ class StudyRunner:
         root = self.meta[trial.number]["root"]
         return self.checkpoints[root][0] if root in self.checkpoints else 0
 
+    def _finish(
+        self,
+        trial: optuna.Trial,
+        state: TrialState,
+        fields: dict[str, Any],
+        rows_before: list[dict[str, Any]] = (),  # type: ignore[assignment]
+        values: list[float] | None = None,
+        failure: str | None = None,
+    ) -> None:
+        """Land the attempt's final row (after `rows_before`), then tell the study — in that order."""
+        self._land([*rows_before, {**self._base_row(trial, "trial", state.name), **fields}])
+        if failure is not None:
+            trial.set_user_attr("failure_kind", failure)
+            trial.set_user_attr("error", str(fields.get("error", ""))[:2000])
+        self.study.tell(trial, values, state=state)
+        if state == TrialState.COMPLETE:
+            self.outcome.complete += 1
+            self.checkpoints.pop(self.meta[trial.number]["root"], None)
+        elif state == TrialState.PRUNED:
+            self.outcome.pruned += 1
+        else:
+            self.outcome.failed += 1
+        del self.trials[trial.number]
+
     def _handle(self, pool: ActorPool, c: Completion) -> None:
         trial = self.trials[c.job.trial]
         if not c.ok:
             error = c.error or "unknown error"
-            self._land([{**self._base_row(trial, "trial", "FAIL"), "step": c.job.chunk, "error": error}])
-            trial.set_user_attr("failure_kind", c.failure)
-            trial.set_user_attr("error", error[:2000])
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.outcome.failed += 1
-            del self.trials[trial.number]
+            self._finish(trial, TrialState.FAIL, {"step": c.job.chunk, "error": error}, failure=c.failure)
             if c.failure == "actor_died":
                 self._enqueue_retry(dict(trial.params), self.meta[trial.number], trial.number)
             return
         r = c.result or {}
-        who = {
-            "actor_id": r.get("actor_id"),
-            "node_id": r.get("node_id"),
-            "ts_start": r.get("ts_start"),
-            "ts_end": r.get("ts_end"),
-        }
+        who = {k: r.get(k) for k in ("actor_id", "node_id", "ts_start", "ts_end")}
         extra_rows = [
             {**self._base_row(trial, row.get("row_kind", "detail"), "RUNNING"), **who, **row}
             for row in r.get("rows", [])
         ]
         last = c.job.chunk == self.cfg.n_chunks - 1
-        if "checkpoint" in r and not last:
-            self.checkpoints[self.meta[trial.number]["root"]] = (c.job.chunk + 1, r["checkpoint"])
         if not last:
-            inter = r.get("intermediate")
-            chunk_row = {
-                **self._base_row(trial, "chunk", "RUNNING"),
-                **who,
-                "step": c.job.chunk,
-                "intermediate": None if inter is None else float(inter),
-            }
-            self._land(extra_rows + [chunk_row])
+            if "checkpoint" in r:
+                self.checkpoints[self.meta[trial.number]["root"]] = (c.job.chunk + 1, r["checkpoint"])
+            inter = None if r.get("intermediate") is None else float(r["intermediate"])
+            step = {**who, "step": c.job.chunk, "intermediate": inter}
+            self._land([*extra_rows, {**self._base_row(trial, "chunk", "RUNNING"), **step}])
             if inter is not None and len(self.spec.objectives) == 1:
-                trial.report(float(inter), c.job.chunk)
+                trial.report(inter, c.job.chunk)
                 if trial.should_prune():
-                    self._land(
-                        [
-                            {
-                                **self._base_row(trial, "trial", "PRUNED"),
-                                **who,
-                                "step": c.job.chunk,
-                                "intermediate": float(inter),
-                            }
-                        ]
-                    )
-                    self.study.tell(trial, state=TrialState.PRUNED)
-                    self.outcome.pruned += 1
-                    del self.trials[trial.number]
+                    self._finish(trial, TrialState.PRUNED, step)
                     return
             self._submit(pool, c.job.slot, trial, c.job.chunk + 1)
             return
@@ -464,29 +461,13 @@ class StudyRunner:
                 f"task returned objectives {sorted(objectives)}; expected finite values for "
                 f"{list(self.spec.objectives)} (missing {missing}, not finite {bad})"
             )
-            self._land(extra_rows + [{**self._base_row(trial, "trial", "FAIL"), **who, "error": error}])
-            trial.set_user_attr("failure_kind", "task_error")
-            trial.set_user_attr("error", error)
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.outcome.failed += 1
-            del self.trials[trial.number]
+            self._finish(trial, TrialState.FAIL, {**who, "error": error}, extra_rows, failure="task_error")
             return
         values = [float(objectives[o]) for o in self.spec.objectives]
         metrics = {k: v for k, v in (r.get("metrics") or {}).items() if k not in BASE_NAMES}
         others = {k: v for k, v in objectives.items() if k not in BASE_NAMES}
-        row = {
-            **self._base_row(trial, "trial", "COMPLETE"),
-            **who,
-            "step": c.job.chunk,
-            **metrics,
-            **others,
-            **dict(zip(self.spec.objectives, values)),
-        }
-        self._land(extra_rows + [row])  # flushed before the study learns of it (see module docstring)
-        self.study.tell(trial, values)
-        self.outcome.complete += 1
-        self.checkpoints.pop(self.meta[trial.number]["root"], None)
-        del self.trials[trial.number]
+        fields = {**who, "step": c.job.chunk, **metrics, **others, **dict(zip(self.spec.objectives, values))}
+        self._finish(trial, TrialState.COMPLETE, fields, extra_rows, values=values)
 
     def run(
         self, resume: bool = False, on_progress: Callable[[StudyOutcome], None] | None = None
