@@ -1,6 +1,6 @@
 """The result sink: one actor per run, the only writer of its result files (DESIGN decision 4).
 
-A thin Ray actor around `cluster.results.SegmentWriter`. It is pinned to the head node (profile
+A thin Ray actor around `actors.segments.SegmentWriter`. It is pinned to the head node (profile
 `sink_head`) so parts land on the driver's disk, and restarts forever: a restarted sink's
 `__init__` recovers the flushed batches of the segment its previous incarnation left behind.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import ray
 
-from cluster.results import SegmentWriter
+from actors.segments import SegmentWriter
 
 
 @ray.remote

@@ -12,15 +12,8 @@ import time
 import pyarrow as pa
 import pytest
 
-from cluster.results import (
-    SegmentWriter,
-    part_paths,
-    query,
-    read_live,
-    read_polars,
-    read_table,
-    rows_to_batch,
-)
+from actors.segments import SegmentWriter, rows_to_batch
+from cluster.results import part_paths, query, read_live, read_polars, read_table
 from methods.errors import ResultsError
 
 
@@ -83,7 +76,7 @@ def test_sigkilled_writer_loses_no_flushed_batch(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {os.getcwd()!r})
-        from cluster.results import SegmentWriter
+        from actors.segments import SegmentWriter
         w = SegmentWriter({str(tmp_path)!r}, roll_rows=10**6, roll_seconds=1e9)
         for k in range(10**6):
             w.append([{{"trial_number": k, "acc": 0.1}}])
