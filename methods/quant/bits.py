@@ -40,6 +40,9 @@ from dataclasses import dataclass
 from methods.errors import ConfigError
 
 MIN_BITS, MAX_BITS = 1, 16
+#: What `methods.quant`'s fake quantizers take (QuantConfig checks 2..16; a symmetric grid needs
+#: 2 bits). Methods built on them pass it on: `spec.require(**FAKE_QUANT, who="TTAQ")`.
+FAKE_QUANT = {"w": (2, 16), "a": (2, 16)}
 EXAMPLES = "'w8a8', 'w4a16kv8', 'fp', 'w4a8,attn=w8a8'"
 SYNTAX = "'fp' or 'w<W>a<A>[kv<KV>]' with 1..16 bits each, then optional ',<module>=<bits>' overrides"
 
@@ -229,5 +232,24 @@ def canonical_bits(text: str | BitsSpec, **require) -> str:
     return (spec.require(**require) if require else spec).name
 
 
-__all__ = ["EXAMPLES", "MAX_BITS", "MIN_BITS", "BitsError", "BitsSpec", "bits_error", "canonical_bits",
-           "parse_bits"]
+def canonical_bits_list(values, **require) -> tuple[str, ...]:
+    """A config's list of bits settings in canonical spelling (for `__post_init__`); refuses repeats.
+
+    Keyword args go to `BitsSpec.require`. Two spellings of one setting ('W4A4', 'w4a4') are one
+    grid point, so a repeat is an error rather than a duplicated trial.
+    """
+    if isinstance(values, (str, BitsSpec)):
+        raise bits_error(values, "one setting where a list of settings belongs",
+                         f"Write a list, e.g. [{str(values)!r}].")
+    out: dict[str, object] = {}
+    for v in values:
+        name = canonical_bits(v, **require)
+        if name in out:
+            raise bits_error(list(values), f"{out[name]!r} and {v!r} are both {name!r}",
+                             "List each setting once.")
+        out[name] = v
+    return tuple(out)
+
+
+__all__ = ["EXAMPLES", "FAKE_QUANT", "MAX_BITS", "MIN_BITS", "BitsError", "BitsSpec", "bits_error",
+           "canonical_bits", "canonical_bits_list", "parse_bits"]

@@ -3,7 +3,14 @@
 import pytest
 
 from methods.errors import ConfigError
-from methods.quant.bits import BitsError, BitsSpec, canonical_bits, parse_bits
+from methods.quant.bits import (
+    FAKE_QUANT,
+    BitsError,
+    BitsSpec,
+    canonical_bits,
+    canonical_bits_list,
+    parse_bits,
+)
 
 
 @pytest.mark.parametrize(
@@ -127,3 +134,14 @@ def test_require_errors_name_the_method_and_its_range(text, kwargs, problem, fix
     assert msg.startswith("CacheQuant bits: expected ")
     assert "w2..8 a4..16" in msg and "e.g. " in msg and f"got {parse_bits(text).name!r}" in msg
     assert problem in msg and fix in msg
+
+
+def test_canonical_bits_list_normalises_and_refuses_repeats_and_single_strings():
+    assert canonical_bits_list(["W2A4", "fp", "W8A8"], **FAKE_QUANT) == ("w2a4", "fp", "w8a8")
+    assert canonical_bits_list(()) == ()
+    with pytest.raises(BitsError, match=r"'W4A4' and 'w4a4' are both 'w4a4'\. List each setting once"):
+        canonical_bits_list(("W4A4", "w4a4"))
+    with pytest.raises(BitsError, match=r"a list of settings belongs\. Write a list, e\.g\. \['w4a4'\]"):
+        canonical_bits_list("w4a4")
+    with pytest.raises(BitsError, match="TTAQ bits: expected fp or w2..16 a2..16"):
+        canonical_bits_list(["w1a4"], **FAKE_QUANT, who="TTAQ")
