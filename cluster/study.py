@@ -22,7 +22,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -95,6 +95,9 @@ class StudySpec:
     task_factory: Callable[[], Any]
     study: StudyConfig
     torch_threads: int | None = None
+    # Explicit grid points (grid sampler only): flat dicts of typed values, enumerated in this
+    # order instead of the product of `space`; other samplers draw from `space`.
+    grid: tuple[Mapping[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.objectives) != len(self.directions) or not self.objectives:
@@ -111,8 +114,10 @@ class StudySpec:
                 f"Parameter/objective names {sorted(clash)} clash with result columns; rename them."
             )
         distributions(self.space)  # validates the space
+        if self.grid is not None:
+            self.grid = check_grid(self.space, self.grid)
         if self.study.sampler == "grid":
-            grid_points(self.space)
+            grid_points(self.space, self.grid)
 
 
 @dataclass
@@ -155,8 +160,11 @@ def distributions(space: Space) -> dict[str, BaseDistribution]:
     return out
 
 
-def grid_points(space: Space) -> list[dict[str, Any]]:
-    """Every point of a grid space in declared order (last parameter varies fastest)."""
+def grid_points(space: Space, grid: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The grid's points in order: `grid` when given (see `check_grid`), else every point of the
+    space's product in declared order (last parameter varies fastest)."""
+    if grid is not None:
+        return [dict(p) for p in check_grid(space, grid)]
     names, values = [], []
     for name, spec in space.items():
         if spec[0] != "categorical":
@@ -166,7 +174,61 @@ def grid_points(space: Space) -> list[dict[str, Any]]:
             )
         names.append(name)
         values.append(list(spec[1]))
-    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def check_grid(space: Space, grid: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """Validate explicit grid points against a categorical space; return them with canonical values.
+
+    Every point is a flat dict with exactly the space's keys, each value one of that key's choices
+    (same type; an int may stand for an equal float choice). Duplicates are refused.
+    """
+    if isinstance(grid, Mapping) or isinstance(grid, str) or not len(grid):
+        raise ConfigError(f"grid must be a non-empty sequence of points (flat dicts), got {grid!r}.")
+    for name, spec in space.items():
+        if not spec or spec[0] != "categorical":
+            raise ConfigError(
+                f"Explicit grid points need a categorical space; {name} is {spec!r}. "
+                f"Give ('categorical', [...]) for every parameter."
+            )
+    keys = list(space)
+    out, seen = [], {}
+    for i, point in enumerate(grid):
+        if not isinstance(point, Mapping):
+            raise ConfigError(f"grid point {i} must be a dict of parameter values, got {point!r}.")
+        missing = [k for k in keys if k not in point]
+        extra = [k for k in point if k not in space]
+        if missing or extra:
+            raise ConfigError(
+                f"grid point {i} {dict(point)!r} must have exactly the space's keys {keys}; "
+                f"missing {missing}, unknown {extra}."
+            )
+        canonical = {}
+        for k in keys:
+            choices = list(space[k][1])
+            match = [c for c in choices if _same_value(point[k], c)]
+            if not match:
+                raise ConfigError(
+                    f"grid point {i} {dict(point)!r}: {k}={point[k]!r} ({type(point[k]).__name__}) "
+                    f"is not one of the space's choices for {k}: {choices}; add it to the space or fix"
+                    f" the point."
+                )
+            canonical[k] = match[0]
+        key = _params_key(canonical)
+        if key in seen:
+            raise ConfigError(
+                f"grid point {i} {canonical!r} repeats point {seen[key]}; list each point once."
+            )
+        seen[key] = i
+        out.append(canonical)
+    return tuple(out)
+
+
+def _same_value(value: Any, choice: Any) -> bool:
+    if type(value) is type(choice):
+        return value == choice
+    numeric = isinstance(value, int) and not isinstance(value, bool) and isinstance(choice, float)
+    return numeric and value == choice
 
 
 def derive_seed(base_seed: int, root_trial: int) -> int:
@@ -327,7 +389,7 @@ class StudyRunner:
 
     def enqueue_grid(self) -> int:
         """Enqueue grid points that are neither done, waiting, running nor given up on."""
-        points = grid_points(self.spec.space)
+        points = grid_points(self.spec.space, self.spec.grid)
         if self.cfg.n_trials is not None:
             points = points[: self.cfg.n_trials]
         trials = self.study.get_trials(deepcopy=False)
@@ -466,7 +528,13 @@ class StudyRunner:
         values = [float(objectives[o]) for o in self.spec.objectives]
         metrics = {k: v for k, v in (r.get("metrics") or {}).items() if k not in BASE_NAMES}
         others = {k: v for k, v in objectives.items() if k not in BASE_NAMES}
-        fields = {**who, "step": c.job.chunk, **metrics, **others, **dict(zip(self.spec.objectives, values))}
+        fields = {
+            **who,
+            "step": c.job.chunk,
+            **metrics,
+            **others,
+            **dict(zip(self.spec.objectives, values, strict=True)),
+        }
         self._finish(trial, TrialState.COMPLETE, fields, extra_rows, values=values)
 
     def run(
@@ -477,7 +545,11 @@ class StudyRunner:
         if self.cfg.sampler == "grid":
             self.enqueue_grid()
         self._count_waiting_and_logical()
-        total = len(grid_points(self.spec.space)) if self.cfg.sampler == "grid" else self.cfg.n_trials
+        total = (
+            len(grid_points(self.spec.space, self.spec.grid))
+            if self.cfg.sampler == "grid"
+            else self.cfg.n_trials
+        )
         if self.cfg.sampler == "grid" and self.cfg.n_trials is not None:
             total = min(total, self.cfg.n_trials)
         already = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -552,7 +624,9 @@ def best_trials(study: optuna.Study, spec: StudySpec) -> list[dict[str, Any]]:
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return []
     best = [study.best_trial] if len(spec.objectives) == 1 else study.best_trials
-    return [{"trial": t.number, **t.params, **dict(zip(spec.objectives, t.values))} for t in best]
+    return [
+        {"trial": t.number, **t.params, **dict(zip(spec.objectives, t.values, strict=True))} for t in best
+    ]
 
 
 def _finite(v: Any) -> bool:

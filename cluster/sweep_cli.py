@@ -213,9 +213,11 @@ def _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_
 def _dry_run(cfg: Any, spec: StudySpec, n: int = 5) -> int:
     print(json.dumps(to_dict(cfg), indent=2, default=str))
     if spec.study.sampler == "grid":
-        points = grid_points(spec.space)
-        print(f"grid: {len(points)} points; first {min(n, len(points))}:")
-        for p in points[:n]:
+        points = grid_points(spec.space, spec.grid)
+        shown = points if spec.grid is not None else points[:n]  # an explicit list is shown whole
+        label = "explicit points" if spec.grid is not None else f"first {len(shown)}"
+        print(f"grid: {len(points)} points; {label}:")
+        for p in shown:
             print("  ", p)
     else:
         import optuna
