@@ -5,14 +5,20 @@ this class holds the pipeline, the fixed noise seeds, the FP reference samples a
 several configurations share (DPS features, cache corrections), and returns plain dicts for the
 generic `actors.evaluator.Evaluator` (task protocol in that module).
 
-A configuration is a point string "N<interval>|<schedule>|<bits>|<corrections>", corrections one
-of none / cache / quant / both (`parse_point`). Metrics: per-sample MACs and BOPs of the sampling
-loop and their speed-ups over FP full compute; wall-clock and CPU-time speed-ups timed back to back
-against FP on 16 samples; CPU seconds of the whole trial (calibration included); MSE of the final
-samples against FP samples from the same noise; digit-FD against the real test digits
-(ddpm-digits-shaped models only). Conditional U-Nets from `--model` get an all-zero text embedding
-of 77 tokens (no text encoder is loaded) [inferred]: quality is then MSE vs FP in latent space only.
+A trial's parameters are a flat dict of typed values, `ShardPoint`: interval (int), schedule
+(str), bits (canonical spelling, e.g. 'w8a8'), corrections (none / cache / quant / both). The task
+builds a `ShardPoint` once with `from_dict` (unknown keys refused) and from it the method's
+`CacheQuantConfig`, which is the one place a schedule or bit width is validated. Metrics: per-sample
+MACs and BOPs of the sampling loop and their speed-ups over FP full compute; wall-clock and CPU-time
+speed-ups timed back to back against FP on 16 samples; CPU seconds of the whole trial (calibration
+included); MSE of the final samples against FP samples from the same noise (every model); digit-FD
+against the real test digits (only for 1x16x16 models, where the zoo's digit classifier is a
+feature network; otherwise the objective is absent, never NaN). `ShardConfig.quality` names the
+quality objective: 'auto' = digit_fd for the zoo's ddpm-digits, mse for any other model [ours].
+Conditional U-Nets from `--model` get an all-zero text embedding of 77 tokens (no text encoder is
+loaded) [inferred]: quality is then MSE vs FP in latent space only.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,23 +27,51 @@ from typing import Any
 
 import torch
 
-from methods.cachequant import CQ_SCHEDULES, CacheQuantConfig, prepare_cachequant
+from methods.cachequant import CacheQuantConfig, prepare_cachequant
+from methods.config_dict import ConfigDict
 from methods.deepcache import loop_macs, step_bops, step_macs
-from methods.errors import ConfigError
+from methods.errors import ConfigError, did_you_mean
 
 CORRECTIONS = {"none": (False, False), "cache": (True, False), "quant": (False, True), "both": (True, True)}
+QUALITY = ("auto", "digit_fd", "mse")
 
 
-def parse_point(point: str) -> dict[str, Any]:
-    """'N5|dps|w8a8|both' -> {interval: 5, schedule: 'dps', bits: 'w8a8', cache_dec/quant_dec: True}."""
-    parts = str(point).split("|")
-    bad = len(parts) != 4 or not parts[0].startswith("N") or not parts[0][1:].isdigit()
-    if bad or parts[3] not in CORRECTIONS:
-        raise ConfigError(
-            f"a grid point is 'N<interval>|<schedule>|<bits>|<{'/'.join(CORRECTIONS)}>', got {point!r}.")
-    cache_dec, quant_dec = CORRECTIONS[parts[3]]
-    return {"interval": int(parts[0][1:]), "schedule": parts[1], "bits": parts[2],
-            "cache_dec": cache_dec, "quant_dec": quant_dec}
+@dataclass(frozen=True)
+class ShardPoint(ConfigDict):
+    """One grid point, as it travels from the driver to the task and lands as row columns.
+
+    interval: cache interval N (1 = no caching); schedule: uniform | nonuniform | dps | qdps;
+    bits: a bits spec ('fp', 'w8a8', ...); corrections: none | cache | quant | both (cache DEC,
+    quantization DEC, both).
+    """
+
+    interval: int = 1
+    schedule: str = "uniform"
+    bits: str = "fp"
+    corrections: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.corrections not in CORRECTIONS:
+            raise ConfigError(
+                f"corrections must be one of {list(CORRECTIONS)}, got {self.corrections!r}. "
+                f"{did_you_mean(str(self.corrections), CORRECTIONS)}"
+            )
+
+    def method_config(self, calib_samples: int) -> CacheQuantConfig:
+        """The method's config; it validates interval, schedule and bits (the only place that does)."""
+        cache_dec, quant_dec = CORRECTIONS[self.corrections]
+        return CacheQuantConfig(
+            interval=self.interval,
+            schedule=self.schedule,
+            bits=self.bits,
+            cache_dec=cache_dec,
+            quant_dec=quant_dec,
+            calib_samples=calib_samples,
+            dps_samples=calib_samples,
+        )
+
+
+FP_POINT = ShardPoint()
 
 
 @dataclass(frozen=True)
@@ -51,12 +85,26 @@ class ShardConfig:
     samples: int = 64
     calib_samples: int = 8
     noise_seed: int = 1234
+    quality: str = "auto"
     version: int = 1
 
     def __post_init__(self) -> None:
         if self.steps < 2 or self.samples < 2 or self.calib_samples < 1:
-            raise ConfigError(f"need steps >= 2, samples >= 2, calib_samples >= 1; got {self.steps}, "
-                              f"{self.samples}, {self.calib_samples}.")
+            raise ConfigError(
+                f"need steps >= 2, samples >= 2, calib_samples >= 1; got {self.steps}, "
+                f"{self.samples}, {self.calib_samples}."
+            )
+        if self.quality not in QUALITY:
+            raise ConfigError(
+                f"task.quality must be one of {list(QUALITY)}, got {self.quality!r}: 'digit_fd' needs the "
+                f"zoo's 1x16x16 digits model, 'mse' (against FP samples from the same noise) works for any."
+            )
+
+    def quality_objective(self) -> str:
+        """The objective the grid minimises: digit-FD for the zoo model, MSE vs FP for any other."""
+        if self.quality != "auto":
+            return self.quality
+        return "digit_fd" if self.model in ("auto", "untrained") else "mse"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,9 +139,13 @@ class ModelShardTask:
         self.noise = torch.randn((cfg.samples, *shape), generator=gen).to(self.device)
         self.calib_noise = torch.randn((cfg.calib_samples, *shape), generator=gen).to(self.device)
         self.cond = self._cond(cfg.samples)
-        self.digits = shape == (1, 16, 16)
+        # digit-FD only where the zoo's digit classifier is a feature network for these samples
+        zoo_or_asked = cfg.model in ("auto", "untrained") or cfg.quality == "digit_fd"
+        self.digits = shape == (1, 16, 16) and zoo_or_asked
+        if cfg.quality_objective() == "digit_fd" and not self.digits:
+            self._digit_fd(self.noise)  # raises the error that says what to use instead
         self.memo: dict = {}
-        fp = self._prepare(parse_point("N1|uniform|fp|none"))
+        fp = self._prepare(FP_POINT)
         fp.sample(self.noise[:2], self._cond(2))  # warm-up, so the timed FP loop is not the first call
         self.fp, (self.fp_samples, self.fp_seconds) = fp, self._sample(fp)
         self.fp_macs = step_macs(fp.dc, self.noise, 500, self._cond(1))["full"]
@@ -105,12 +157,17 @@ class ModelShardTask:
         dim = self.unet.config.cross_attention_dim
         return {"encoder_hidden_states": torch.zeros(n, 77, dim, device=self.device)}
 
-    def _prepare(self, p: dict[str, Any]):
-        if p["schedule"] not in CQ_SCHEDULES:
-            raise ConfigError(f"schedule must be one of {CQ_SCHEDULES}, got {p['schedule']!r}.")
-        cfg = CacheQuantConfig(**p, calib_samples=self.cfg.calib_samples, dps_samples=self.cfg.calib_samples)
-        return prepare_cachequant(self.unet, self.scheduler, self.cfg.steps, cfg, self.calib_noise,
-                                  self._cond(self.cfg.calib_samples), self.memo)
+    def _prepare(self, point: ShardPoint):
+        cfg = point.method_config(self.cfg.calib_samples)
+        return prepare_cachequant(
+            self.unet,
+            self.scheduler,
+            self.cfg.steps,
+            cfg,
+            self.calib_noise,
+            self._cond(self.cfg.calib_samples),
+            self.memo,
+        )
 
     def _sample(self, sampler) -> tuple[torch.Tensor, float]:
         t0 = time.perf_counter()
@@ -131,9 +188,9 @@ class ModelShardTask:
         return {"wall_speedup": fp_wall / runs[1][0], "cpu_time_speedup": fp_cpu / max(runs[1][1], 1e-9)}
 
     def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict:
-        p = parse_point(params["point"])
+        point = ShardPoint.from_dict(params)
         cpu0 = time.process_time()  # CPU seconds: what the trial costs on an idle core
-        sampler = self._prepare(p)
+        sampler = self._prepare(point)
         x, seconds = self._sample(sampler)
         steps, refresh = self.cfg.steps, sampler.refresh
         macs = loop_macs(step_macs(sampler.dc, self.noise, 500, self._cond(1)), steps, refresh)
@@ -141,18 +198,31 @@ class ModelShardTask:
         full_b, shallow_b = bops["full"], bops["shallow"]
         loop_bops = len(refresh) * full_b + (steps - len(refresh)) * shallow_b
         mse = float((x - self.fp_samples).pow(2).mean())
-        fd = self._digit_fd(x)
-        metrics = {**p, "cpu_seconds": time.process_time() - cpu0, "model": self.model_name,
-                   "refresh": ",".join(map(str, refresh)),
-                   "n_refresh": len(refresh),
-                   "bop_speedup": steps * self.fp_bops / loop_bops, "loop_macs": macs["loop_macs"],
-                   "wall_seconds": seconds, **self.speedups(sampler), "mse": mse,
-                   **{k: v for k, v in sampler.report.items() if isinstance(v, float | int)}}
-        return {"objectives": {"mac_speedup": macs["mac_speedup"], "digit_fd": fd}, "metrics": metrics}
+        method = point.method_config(self.cfg.calib_samples)
+        metrics = {
+            "cache_dec": method.cache_dec,
+            "quant_dec": method.quant_dec,
+            "cpu_seconds": time.process_time() - cpu0,
+            "model": self.model_name,
+            "refresh": ",".join(map(str, refresh)),
+            "n_refresh": len(refresh),
+            "bop_speedup": steps * self.fp_bops / loop_bops,
+            "loop_macs": macs["loop_macs"],
+            "wall_seconds": seconds,
+            **self.speedups(sampler),
+            **{k: v for k, v in sampler.report.items() if isinstance(v, float | int)},
+        }
+        objectives = {"mac_speedup": macs["mac_speedup"], "mse": mse}
+        if self.digits:
+            objectives["digit_fd"] = self._digit_fd(x)
+        return {"objectives": objectives, "metrics": metrics}
 
     def _digit_fd(self, x: torch.Tensor) -> float:
         if not self.digits:
-            return float("nan")
+            raise ConfigError(
+                f"digit-FD needs 1x16x16 samples (the zoo's ddpm-digits); model {self.model_name} makes "
+                f"{tuple(self.noise.shape[1:])}. Use task.quality='mse'."
+            )
         from sims.data.digits import load_digits_split
         from sims.zoo import digits_classifier as dc
         from sims.zoo.registry import load_zoo_model

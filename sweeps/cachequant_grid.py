@@ -4,13 +4,16 @@
     python sweeps/cachequant_grid.py --model /path/to/ddpm-pipeline --device cuda --set task.steps=50
     python sweeps/cachequant_grid.py --set intervals='[2,5,10]' --set task.samples=256
 
-Every trial is one configuration "N<interval>|<schedule>|<bits>|<corrections>" evaluated by a
-`actors.model_shard.ModelShardTask` (pipeline loaded once per actor, FP reference samples from
-the same fixed noise): MAC speed-up of the sampling loop (objective, maximised), digit-FD of the
-samples (objective, minimised), plus BOP speed-up, CPU wall-clock speed-up and MSE vs FP. Baselines
-FP / quant-only (interval 1) are always included; schedules are uniform, DPS and quantization-aware
-DPS ('qdps', quantized models only); corrections 'none' (the naive DeepCache + PTQ combination) or
-'both' (CacheQuant's cache DEC + quantization DEC; FP models get cache DEC only).
+Every trial is one grid point, a flat dict of typed values (interval, schedule, bits, corrections)
+that lands as columns of its result row, evaluated by an `actors.model_shard.ModelShardTask`
+(pipeline loaded once per actor, FP reference samples from the same fixed noise): MAC speed-up of
+the sampling loop (objective, maximised) and a quality objective (minimised): digit-FD of the
+samples for the zoo's ddpm-digits, MSE against FP samples from the same noise for any other model
+(`--model PATH`; `--set task.quality=mse|digit_fd` to choose), plus BOP speed-up, CPU wall-clock
+speed-up and MSE vs FP on every row. Baselines FP / quant-only (interval 1) are always included;
+schedules are uniform, DPS and quantization-aware DPS ('qdps', quantized models only); corrections
+'none' (the naive DeepCache + PTQ combination) or 'both' (CacheQuant's cache DEC + quantization DEC;
+FP models get cache DEC only).
 
 Default sizes (chosen so the grid finishes in a few minutes on a fresh 2-core machine, Ray start
 included): ddpm-digits, 20 DDIM steps, 64 evaluated samples, 8 calibration/DPS trajectories,
@@ -34,16 +37,16 @@ from typing import Any
 if __package__ in (None, ""):  # `python sweeps/cachequant_grid.py` from a checkout without install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.model_shard import CORRECTIONS, ModelShardTask, ShardConfig
+from actors.model_shard import ModelShardTask, ShardConfig, ShardPoint
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
-from methods.cachequant import BITS, CQ_SCHEDULES
 from methods.errors import ConfigError
 
+POINT_FIELDS = ("interval", "schedule", "bits", "corrections")
 COLUMNS = (
     "trial_number",
-    "point",
+    *POINT_FIELDS,
     "mac_speedup",
     "bop_speedup",
     "wall_speedup",
@@ -66,31 +69,31 @@ class CacheQuantGridConfig:
     version: int = 1
 
     def __post_init__(self) -> None:
-        checks = (
-            ("intervals", self.intervals, None),
-            ("schedules", self.schedules, CQ_SCHEDULES),
-            ("bits", self.bits, tuple(BITS)),
-            ("corrections", self.corrections, tuple(CORRECTIONS)),
-        )
-        for name, values, allowed in checks:
+        for name, values in (
+            ("intervals", self.intervals),
+            ("schedules", self.schedules),
+            ("bits", self.bits),
+            ("corrections", self.corrections),
+        ):
             if not values:
-                raise ConfigError(f"{name} must not be empty.")
-            bad = [
-                v
-                for v in values
-                if (allowed is not None and v not in allowed)
-                or (allowed is None and (not isinstance(v, int) or v < 2))
-            ]
-            if bad:
-                want = (
-                    f"values from {list(allowed)}" if allowed else "cache intervals >= 2 (1 is the baseline)"
-                )
-                raise ConfigError(f"{name}: expected {want}, got {bad}.")
+                raise ConfigError(f"{name} must not be empty; give at least one value, e.g. {name}=[...].")
+        bad = [n for n in self.intervals if not isinstance(n, int) or n < 2]
+        if bad:
+            raise ConfigError(f"intervals: expected cache intervals >= 2 (1 is the baseline), got {bad}.")
+        # Each value is validated by the method's own config (the one place that knows the rules).
+        probes = [("schedules", {"schedule": v, "bits": "w8a8"}) for v in self.schedules]
+        probes += [("bits", {"bits": v}) for v in self.bits]
+        probes += [("corrections", {"corrections": v}) for v in self.corrections]
+        for name, point in probes:
+            try:
+                ShardPoint(**point).method_config(calib_samples=1)
+            except ConfigError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
 
 
-def grid(cfg: CacheQuantGridConfig) -> list[str]:
+def grid(cfg: CacheQuantGridConfig) -> list[dict[str, Any]]:
     """Baselines (interval 1) then every valid interval x schedule x bits x corrections point."""
-    points = [f"N1|uniform|{b}|none" for b in cfg.bits]
+    points = [ShardPoint(1, "uniform", b, "none") for b in cfg.bits]
     for n in cfg.intervals:
         for sched in cfg.schedules:
             for b in cfg.bits:
@@ -99,16 +102,23 @@ def grid(cfg: CacheQuantGridConfig) -> list[str]:
                 for corr in cfg.corrections:
                     if b == "fp" and corr in ("quant", "both"):
                         corr = "cache" if corr == "both" else "none"  # no quantization error to correct
-                    points.append(f"N{n}|{sched}|{b}|{corr}")
-    return list(dict.fromkeys(points))
+                    points.append(ShardPoint(n, sched, b, corr))
+    return [p.to_dict() for p in dict.fromkeys(points)]
+
+
+def search_space(points: list[dict[str, Any]]) -> dict[str, tuple]:
+    """One categorical distribution per point field, its choices in first-seen order."""
+    return {f: ("categorical", list(dict.fromkeys(p[f] for p in points))) for f in POINT_FIELDS}
 
 
 def build_spec(cfg: CacheQuantGridConfig) -> StudySpec:
+    points = grid(cfg)
     return StudySpec(
         sweep="cachequant_grid",
-        objectives=("mac_speedup", "digit_fd"),
+        objectives=("mac_speedup", cfg.task.quality_objective()),
         directions=("maximize", "minimize"),
-        space={"point": ("categorical", grid(cfg))},
+        space=search_space(points),
+        grid=tuple(points),
         task_factory=partial(ModelShardTask, cfg.task),
         study=cfg.study,
     )
@@ -130,22 +140,28 @@ def pareto(rows: list[dict[str, Any]], speed: str, quality: str) -> list[dict[st
 
 
 def report(run_dir: Path, cfg: CacheQuantGridConfig, outcome: Any) -> dict[str, Any]:
+    quality = cfg.task.quality_objective()
     trials = [r for r in summarise_trials(read_table(run_dir)) if r["state"] == "COMPLETE"]
     rows = [{k: r.get(k) for k in COLUMNS} for r in trials]
     print(format_table(rows))
     if not trials:
         return {}
     (run_dir / "table.md").write_text(_markdown(rows))
-    plot = _plot(run_dir, trials)
+    plot = _plot(run_dir, trials, quality)
     print(f"pareto plot: {plot}")
     front = pareto(trials, "bop_speedup", "mse")
-    fp = next((r for r in trials if r["point"].startswith("N1|uniform|fp")), None)
-    out = {"plot": str(plot), "table": str(run_dir / "table.md"), "pareto_points": len(front)}
+    fp = next((r for r in trials if r["interval"] == 1 and r["bits"] == "fp"), None)
+    out = {
+        "plot": str(plot),
+        "table": str(run_dir / "table.md"),
+        "pareto_points": len(front),
+        "quality_objective": quality,
+    }
     out["trial_cpu_seconds"] = sum(r.get("cpu_seconds") or 0.0 for r in trials)
     if fp is not None:
-        out["fp_digit_fd"] = fp["digit_fd"]
+        out[f"fp_{quality}"] = fp[quality]
     best = max(
-        (r for r in trials if r["point"].endswith("|both")), key=lambda r: r["mac_speedup"], default=None
+        (r for r in trials if r["corrections"] == "both"), key=lambda r: r["mac_speedup"], default=None
     )
     if best is not None:
         out.update(cachequant_mac_speedup=best["mac_speedup"], cachequant_bop_speedup=best["bop_speedup"])
@@ -161,7 +177,7 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(run_dir: Path, trials: list[dict[str, Any]]) -> Path:
+def _plot(run_dir: Path, trials: list[dict[str, Any]], quality: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,10 +186,11 @@ def _plot(run_dir: Path, trials: list[dict[str, Any]]) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     colors = {"fp": "tab:blue", "w8a8": "tab:green", "w4a8": "tab:red"}
     markers = {"none": "x", "cache": "s", "quant": "^", "both": "o"}
-    for ax, (speed, quality) in zip(axes, (("mac_speedup", "digit_fd"), ("bop_speedup", "mse")), strict=True):
+    pairs = (("mac_speedup", quality), ("bop_speedup", "mse"))
+    for ax, (speed, quality) in zip(axes, pairs, strict=True):
         for r in trials:
-            _, sched, bits, corr = r["point"].split("|")
-            ax.scatter(r[speed], r[quality], c=colors.get(bits, "tab:gray"), marker=markers[corr], s=30)
+            color, marker = colors.get(r["bits"], "tab:gray"), markers[r["corrections"]]
+            ax.scatter(r[speed], r[quality], c=color, marker=marker, s=30)
         front = sorted(pareto(trials, speed, quality), key=lambda r: r[speed])
         ax.plot([r[speed] for r in front], [r[quality] for r in front], "k--", lw=0.8, label="Pareto front")
         ax.set_xlabel(speed.replace("_", " ") + " (x)")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from actors.model_shard import ModelShardTask, ShardConfig, parse_point
+from actors.model_shard import ModelShardTask, ShardConfig, ShardPoint
 from methods.errors import ConfigError
 from sweeps import cachequant_grid as cg
 
@@ -38,30 +38,61 @@ def test_grid_end_to_end(ray_local, tmp_path, capsys):
     assert summary.startswith("summary: ") and "complete=3" in summary and "failed=0" in summary
     assert (run_dir / "pareto.png").stat().st_size > 1000
     table = (run_dir / "table.md").read_text()
-    for point in ("N1|uniform|w8a8|none", "N2|dps|w8a8|none", "N2|dps|w8a8|both"):
+    for point in ("| 1 | uniform | w8a8 | none |", "| 2 | dps | w8a8 | none |", "| 2 | dps | w8a8 | both |"):
         assert point in table
-    assert "cachequant_mac_speedup=" in summary
+    assert "cachequant_mac_speedup=" in summary and "quality_objective=digit_fd" in summary
+
+
+def test_grid_point_is_typed_columns_in_parquet(ray_local, tmp_path):
+    """The grid point travels as typed columns, so DuckDB filters it directly (no point strings)."""
+    import duckdb
+
+    assert cg.main(["--out", str(tmp_path), "--run-id", "r", "--no-progress", *TINY]) == 0
+    parts = str(tmp_path / "cachequant_grid" / "r" / "part-*.parquet")
+    rows = duckdb.sql(
+        f"SELECT interval, schedule, corrections, cache_dec, quant_dec FROM read_parquet('{parts}', "
+        "union_by_name=true) WHERE row_kind = 'trial' AND state = 'COMPLETE' AND bits = 'w8a8' "
+        "ORDER BY interval, corrections"
+    ).fetchall()
+    assert rows == [
+        (1, "uniform", "none", False, False),
+        (2, "dps", "both", True, True),
+        (2, "dps", "none", False, False),
+    ]
+    columns = {
+        c[0]
+        for c in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{parts}', union_by_name=true)").fetchall()
+    }
+    assert "point" not in columns
 
 
 def test_grid_points_and_validation():
     cfg = cg.CacheQuantGridConfig()
     pts = cg.grid(cfg)
-    assert len(pts) == len(set(pts)) == 35
-    assert pts[:3] == ["N1|uniform|fp|none", "N1|uniform|w8a8|none", "N1|uniform|w4a8|none"]
-    assert not any(p.startswith("N3|qdps|fp") for p in pts) and "N5|dps|fp|cache" in pts
+    keys = [tuple(p.values()) for p in pts]
+    assert len(pts) == len(set(keys)) == 35
+    assert keys[:3] == [
+        (1, "uniform", "fp", "none"),
+        (1, "uniform", "w8a8", "none"),
+        (1, "uniform", "w4a8", "none"),
+    ]
+    assert (3, "qdps", "fp", "none") not in keys and (5, "dps", "fp", "cache") in keys
+    assert all(isinstance(p["interval"], int) and set(p) == set(cg.POINT_FIELDS) for p in pts)
+    space = cg.search_space(pts)
+    assert space["bits"] == ("categorical", ["fp", "w8a8", "w4a8"]) and space["interval"][1] == [1, 3, 5]
     with pytest.raises(ConfigError, match="intervals"):
         cg.CacheQuantGridConfig(intervals=(1,))
     with pytest.raises(ConfigError, match="schedules"):
         cg.CacheQuantGridConfig(schedules=("dsp",))
-    assert parse_point("N5|qdps|w4a8|both") == {
-        "interval": 5,
-        "schedule": "qdps",
-        "bits": "w4a8",
-        "cache_dec": True,
-        "quant_dec": True,
-    }
-    with pytest.raises(ConfigError):
-        parse_point("5|dps|w8a8|both")
+    with pytest.raises(ConfigError, match="corrections"):
+        cg.CacheQuantGridConfig(corrections=("bath",))
+    cq = ShardPoint.from_dict({"interval": 5, "schedule": "qdps", "bits": "w4a8", "corrections": "both"})
+    m = cq.method_config(calib_samples=2)
+    assert (m.interval, m.schedule, m.bits, m.cache_dec, m.quant_dec) == (5, "qdps", "w4a8", True, True)
+    with pytest.raises(ConfigError, match="Unknown ShardPoint key 'point'"):
+        ShardPoint.from_dict({"point": "N5|dps|w8a8|both"})
+    with pytest.raises(ConfigError, match="qdps"):
+        ShardPoint(5, "qdps", "fp", "none").method_config(calib_samples=2)
 
 
 def test_pareto_front():
@@ -69,7 +100,8 @@ def test_pareto_front():
     assert cg.pareto(rows, "s", "q") == [rows[0], rows[3]]
 
 
-def test_shard_task_on_a_diffusers_folder(tmp_path):
+def _tiny_pipeline_folder(path):
+    """A user's diffusers pipeline folder (DDPMPipeline layout), not the zoo's 16x16 digits model."""
     from diffusers import DDIMScheduler, UNet2DModel
 
     torch.manual_seed(0)
@@ -83,20 +115,60 @@ def test_shard_task_on_a_diffusers_folder(tmp_path):
         up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=8,
     )
-    unet.save_pretrained(tmp_path / "unet")
-    DDIMScheduler(num_train_timesteps=1000).save_pretrained(tmp_path / "scheduler")
-    (tmp_path / "model_index.json").write_text(
+    unet.save_pretrained(path / "unet")
+    DDIMScheduler(num_train_timesteps=1000).save_pretrained(path / "scheduler")
+    (path / "model_index.json").write_text(
         '{"_class_name": "DDIMPipeline", "unet": ["diffusers", "UNet2DModel"],'
         ' "scheduler": ["diffusers", "DDIMScheduler"]}'
     )
-    task = ModelShardTask(ShardConfig(model=str(tmp_path), steps=4, samples=3, calib_samples=2))
-    res = task.evaluate({"point": "N2|uniform|w8a8|both"}, seed=0, trial=0, chunk=0, n_chunks=1)
-    m = res["metrics"]
-    assert res["objectives"]["mac_speedup"] > 1.0 and math.isnan(
-        res["objectives"]["digit_fd"]
-    )  # not 16x16 digits
-    assert m["bop_speedup"] > res["objectives"]["mac_speedup"] and m["mse"] > 0 and m["n_refresh"] == 2
+    return path
+
+
+def test_shard_task_on_a_diffusers_folder(tmp_path):
+    cfg = ShardConfig(model=str(_tiny_pipeline_folder(tmp_path)), steps=4, samples=3, calib_samples=2)
+    assert cfg.quality_objective() == "mse"
+    task = ModelShardTask(cfg)
+    point = {"interval": 2, "schedule": "uniform", "bits": "w8a8", "corrections": "both"}
+    res = task.evaluate(point, seed=0, trial=0, chunk=0, n_chunks=1)
+    m, obj = res["metrics"], res["objectives"]
+    assert obj["mac_speedup"] > 1.0 and obj["mse"] > 0 and math.isfinite(obj["mse"])
+    assert "digit_fd" not in obj  # no feature network for these samples: absent, never NaN
+    assert m["bop_speedup"] > obj["mac_speedup"] and m["n_refresh"] == 2
     assert m["wall_speedup"] > 0 and m["cpu_time_speedup"] > 0 and m["cpu_seconds"] > 0
+    with pytest.raises(ConfigError, match="quality='mse'"):
+        ModelShardTask(ShardConfig(model=cfg.model, steps=4, samples=3, calib_samples=2, quality="digit_fd"))
+
+
+def test_grid_on_a_user_pipeline_folder_completes_with_the_mse_objective(ray_local, tmp_path, capsys):
+    """The documented real-model mode of the main job: every trial COMPLETE (it was NaN -> FAIL)."""
+    folder = _tiny_pipeline_folder(tmp_path / "pipe")
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "r",
+        "--no-progress",
+        "--model",
+        str(folder),
+        *TINY[2:],
+    ]  # TINY minus task.model
+    assert cg.main(argv) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "complete=3" in summary and "failed=0" in summary and "quality_objective=mse" in summary
+    from cluster.results import read_table
+
+    rows = [r for r in read_table(tmp_path / "cachequant_grid" / "r").to_pylist() if r["row_kind"] == "trial"]
+    assert len(rows) == 3 and all(r["state"] == "COMPLETE" and math.isfinite(r["mse"]) for r in rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_shard_task_on_cuda_matches_the_cpu_metrics_shape():
+    task = ModelShardTask(ShardConfig(model="untrained", device="cuda", steps=4, samples=4, calib_samples=2))
+    point = {"interval": 2, "schedule": "dps", "bits": "w8a8", "corrections": "both"}
+    res = task.evaluate(point, seed=0, trial=0, chunk=0, n_chunks=1)
+    assert task.noise.device.type == "cuda" and res["objectives"]["mac_speedup"] > 1.0
+    assert math.isfinite(res["objectives"]["digit_fd"]) and math.isfinite(res["objectives"]["mse"])
 
 
 @pytest.mark.slow
@@ -117,8 +189,18 @@ def test_grid_as_a_ray_job_on_a_local_head():
     state = headnode.load_state(port)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_API_SERVER_ADDRESS": state.dashboard_url}
     env.pop("RAY_ADDRESS", None)
-    cmd = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--working-dir", str(repo), "--",
-           sys.executable, "sweeps/cachequant_grid.py", "--no-progress", *TINY]
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "job",
+        "submit",
+        "--working-dir",
+        str(repo),
+        "--",
+        sys.executable,
+        "sweeps/cachequant_grid.py",
+        "--no-progress",
+        *TINY,
+    ]
     try:
         for _ in range(12):  # the head's job agent can take a while to register after `cluster up`
             proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
