@@ -26,7 +26,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from actors.model_shard import ModelShardTask, ShardConfig
+from actors.model_shard import ModelShardTask, ShardConfig, ShardPoint
 from methods.cachequant import CacheQuantSampler, StepClock
 from methods.deepcache import DeepCacheUNet, step_bops
 from methods.qdiffusion import QDiffusionConfig, qdiffusion_quantize
@@ -34,15 +34,15 @@ from methods.qdiffusion import QDiffusionConfig, qdiffusion_quantize
 PAPER_SPEEDUP = 5.18
 
 
-_ROWS: dict[str, dict] = {}
+_ROWS: dict[ShardPoint, dict] = {}
 
 
-def row(task: ModelShardTask, label: str, point: str) -> dict:
+def row(task: ModelShardTask, label: str, point: ShardPoint) -> dict:
     """One configuration's metrics (memoised by point: the speed and quality tables share rows)."""
     if point in _ROWS:
         return {**_ROWS[point], "config": label}
     t0 = time.perf_counter()
-    res = task.evaluate({"point": point}, seed=0, trial=0, chunk=0, n_chunks=1)
+    res = task.evaluate(point.to_dict(), seed=0, trial=0, chunk=0, n_chunks=1)
     m = res["metrics"]
     _ROWS[point] = {
         "config": label,
@@ -51,8 +51,8 @@ def row(task: ModelShardTask, label: str, point: str) -> dict:
         "bop_x": m["bop_speedup"],
         "wall_x": m["wall_speedup"],
         "cpu_x": m["cpu_time_speedup"],
-        "mse": m["mse"],
-        "digit_fd": res["objectives"]["digit_fd"],
+        "mse": res["objectives"]["mse"],
+        "digit_fd": res["objectives"].get("digit_fd", float("nan")),
         "refresh": m["refresh"],
         "seconds": time.perf_counter() - t0,
         **{
@@ -87,12 +87,12 @@ def qdiffusion_row(task: ModelShardTask, bits: str) -> dict:
     full_b = step_bops(sampler.dc, task.noise, 500)["full"]
     return {
         "config": f"quant-only Q-Diffusion {bits}",
-        "point": f"N1|qdiff|{bits}|none",
+        "point": ShardPoint(1, "qdiff", bits, "none"),  # a key only: Q-Diffusion is not a shard point
         "mac_x": 1.0,
         "bop_x": task.fp_bops / full_b,
         **dict(zip(("wall_x", "cpu_x"), task.speedups(sampler).values(), strict=True)),
         "mse": float((x - task.fp_samples).pow(2).mean()),
-        "digit_fd": task._digit_fd(x),
+        "digit_fd": task._digit_fd(x) if task.digits else float("nan"),
         "refresh": "all",
         "seconds": time.perf_counter() - t0,
     }
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     speed = [
-        row(task, f"cache-only uniform N={n}", f"N{n}|uniform|fp|none")
+        row(task, f"cache-only uniform N={n}", ShardPoint(n, "uniform", "fp", "none"))
         for n in map(int, args.intervals.split(","))
     ]
     print("\n== speed per cache interval (FP model, uniform schedule) ==")
@@ -143,27 +143,31 @@ def main(argv: list[str] | None = None) -> int:
         fp_fd = speed[0]["digit_fd"]
         ok = [r for r in speed if r["digit_fd"] <= fp_fd * (1 + args.fd_tol)]
         best = max(ok, key=lambda r: r["mac_x"])
-        print(f"matched quality (digit-FD <= {1 + args.fd_tol:.2f} x FP {fp_fd:.4g}): best MAC speed-up "
-              f"{best['mac_x']:.3g}x ({best['config']}); paper {PAPER_SPEEDUP}x")
-        print(f"summary: matched_mac_speedup={best['mac_x']:.4g} fp_digit_fd={fp_fd:.4g} "
-              f"seconds={time.perf_counter() - start:.1f} model={task.model_name.replace(' ', '_')}")
+        print(
+            f"matched quality (digit-FD <= {1 + args.fd_tol:.2f} x FP {fp_fd:.4g}): best MAC speed-up "
+            f"{best['mac_x']:.3g}x ({best['config']}); paper {PAPER_SPEEDUP}x"
+        )
+        print(
+            f"summary: matched_mac_speedup={best['mac_x']:.4g} fp_digit_fd={fp_fd:.4g} "
+            f"seconds={time.perf_counter() - start:.1f} model={task.model_name.replace(' ', '_')}"
+        )
         return 0
 
     n = args.interval
     rows = [
-        row(task, "FP", "N1|uniform|fp|none"),
-        row(task, f"cache-only uniform N={n}", f"N{n}|uniform|fp|none"),
-        row(task, f"cache-only DPS N={n}", f"N{n}|dps|fp|none"),
-        row(task, f"cache-only DPS+cacheDEC N={n}", f"N{n}|dps|fp|cache"),
+        row(task, "FP", ShardPoint(1, "uniform", "fp", "none")),
+        row(task, f"cache-only uniform N={n}", ShardPoint(n, "uniform", "fp", "none")),
+        row(task, f"cache-only DPS N={n}", ShardPoint(n, "dps", "fp", "none")),
+        row(task, f"cache-only DPS+cacheDEC N={n}", ShardPoint(n, "dps", "fp", "cache")),
     ]
     for bits in ("w8a8", "w4a8"):
         rows += [
-            row(task, f"quant-only per-timestep {bits}", f"N1|uniform|{bits}|none"),
+            row(task, f"quant-only per-timestep {bits}", ShardPoint(1, "uniform", bits, "none")),
             qdiffusion_row(task, bits),
-            row(task, f"naive uniform N={n} + {bits}", f"N{n}|uniform|{bits}|none"),
-            row(task, f"naive DPS N={n} + {bits}", f"N{n}|dps|{bits}|none"),
-            row(task, f"CacheQuant DPS+DEC N={n} {bits}", f"N{n}|dps|{bits}|both"),
-            row(task, f"CacheQuant qDPS+DEC N={n} {bits}", f"N{n}|qdps|{bits}|both"),
+            row(task, f"naive uniform N={n} + {bits}", ShardPoint(n, "uniform", bits, "none")),
+            row(task, f"naive DPS N={n} + {bits}", ShardPoint(n, "dps", bits, "none")),
+            row(task, f"CacheQuant DPS+DEC N={n} {bits}", ShardPoint(n, "dps", bits, "both")),
+            row(task, f"CacheQuant qDPS+DEC N={n} {bits}", ShardPoint(n, "qdps", bits, "both")),
         ]
         print(f"... {bits} done ({time.perf_counter() - start:.0f}s)", flush=True)
     print("\n== quality (MSE vs FP samples, digit-FD vs real test digits) ==")
@@ -193,11 +197,11 @@ def verdicts(rows: list[dict], speed: list[dict], n: int, fd_tol: float) -> dict
     print("\n== non-orthogonality: is the naive combination worse than either alone? ==")
     for bits in ("w8a8", "w4a8"):
         cache, quant, naive = (
-            by[f"N{n}|uniform|fp|none"],
-            by[f"N1|uniform|{bits}|none"],
-            by[f"N{n}|uniform|{bits}|none"],
+            by[ShardPoint(n, "uniform", "fp", "none")],
+            by[ShardPoint(1, "uniform", bits, "none")],
+            by[ShardPoint(n, "uniform", bits, "none")],
         )
-        cq, qd = by[f"N{n}|dps|{bits}|both"], by[f"N{n}|qdps|{bits}|both"]
+        cq, qd = by[ShardPoint(n, "dps", bits, "both")], by[ShardPoint(n, "qdps", bits, "both")]
         for metric in ("mse", "digit_fd"):
             worse = naive[metric] > max(cache[metric], quant[metric])
             print(
@@ -214,7 +218,7 @@ def verdicts(rows: list[dict], speed: list[dict], n: int, fd_tol: float) -> dict
         )
         out[f"qdps_minus_dps_{bits}_mse"] = qd["mse"] - cq["mse"]
         out[f"qdps_same_schedule_{bits}"] = int(same)
-    fp_fd = by["N1|uniform|fp|none"]["digit_fd"]
+    fp_fd = by[ShardPoint(1, "uniform", "fp", "none")]["digit_fd"]
     ok = [r for r in speed + rows if r["digit_fd"] <= fp_fd * (1 + fd_tol)]
     best_mac = max(ok, key=lambda r: r["mac_x"], default=None)
     best_bop = max(ok, key=lambda r: r["bop_x"], default=None)
@@ -232,9 +236,9 @@ def verdicts(rows: list[dict], speed: list[dict], n: int, fd_tol: float) -> dict
     out.update(
         max_mac_speedup=n_max["mac_x"],
         fp_digit_fd=fp_fd,
-        cachequant_w8a8_mac_speedup=by[f"N{n}|dps|w8a8|both"]["mac_x"],
-        cachequant_w8a8_mse=by[f"N{n}|dps|w8a8|both"]["mse"],
-        naive_w8a8_mse=by[f"N{n}|uniform|w8a8|none"]["mse"],
+        cachequant_w8a8_mac_speedup=by[ShardPoint(n, "dps", "w8a8", "both")]["mac_x"],
+        cachequant_w8a8_mse=by[ShardPoint(n, "dps", "w8a8", "both")]["mse"],
+        naive_w8a8_mse=by[ShardPoint(n, "uniform", "w8a8", "none")]["mse"],
     )
     return out
 
