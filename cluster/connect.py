@@ -95,10 +95,3 @@ def connect(
         dashboard_url=dash,
         auth_mode=os.environ.get("RAY_AUTH_MODE", ""),
     )
-
-
-def disconnect() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()

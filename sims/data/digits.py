@@ -13,7 +13,6 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
 
 from methods.errors import ConfigError
 
@@ -49,8 +48,3 @@ def load_digits_split(split: str = "train", size: int = 8) -> tuple[torch.Tensor
     if size != 8:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
     return x.contiguous(), torch.from_numpy(labels.copy())
-
-
-def digits_dataset(split: str = "train", size: int = 8) -> TensorDataset:
-    """The split as a `TensorDataset` of (image, label) pairs."""
-    return TensorDataset(*load_digits_split(split, size))
