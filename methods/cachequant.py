@@ -47,14 +47,17 @@ from methods.deepcache import SCHEDULES, DeepCacheUNet, cache_schedule, sample_l
 from methods.errors import ConfigError, did_you_mean
 from methods.qdiffusion import SplitActQuant, apply_split, find_concat_splits
 from methods.quant import QuantConfig, check_ready_for_eval, finalize_for_eval, quantize_
+from methods.quant.bits import FAKE_QUANT, canonical_bits, parse_bits
 from methods.quant.modules import QuantConv2d, _QuantWeightLayer
 from methods.quant.observers import Observer
 from methods.quant.primitives import choose_qparams
 from methods.quant.quantizers import QuantizerBase, TimestepQuantizer
-from methods.registry import register_method
 
 CQ_SCHEDULES = (*SCHEDULES, "dps", "qdps")
-BITS = {"fp": (None, None), "w8a8": (8, 8), "w4a8": (4, 8), "w6a6": (6, 6), "w4a6": (4, 6)}
+#: The bits CacheQuant takes (`methods.quant.bits`): 'fp' or w2..16 a2..16, no kv, no overrides.
+CQ_BITS = {**FAKE_QUANT, "who": "CacheQuant"}
+#: Named settings -> (w, a), kept for sweeps/cachequant_grid.py until it validates with parse_bits.
+BITS = {name: parse_bits(name).wa for name in ("fp", "w8a8", "w4a8", "w6a6", "w4a6")}
 
 
 # --------------------------------------------------------------------------------------- DPS
@@ -270,7 +273,8 @@ class CacheQuantConfig:
     """One configuration of the cache x quantization grid.
 
     interval: cache interval N (1 = no caching); schedule: uniform | nonuniform | dps | qdps;
-    bits: fp | w8a8 | w4a8 | ...; cache_dec / quant_dec: the two corrections; split: Q-Diffusion
+    bits: a `methods.quant.bits` spec, 'fp' or w2..16 a2..16 (w8a8, w4a8, ...), stored in canonical
+    spelling; cache_dec / quant_dec: the two corrections; split: Q-Diffusion
     split of skip concatenations; branch: DeepCache branch; calib_samples / dps_samples:
     trajectories used for calibration / DPS.
     """
@@ -294,9 +298,7 @@ class CacheQuantConfig:
         if self.schedule not in CQ_SCHEDULES:
             raise ConfigError(f"schedule must be one of {CQ_SCHEDULES}, got {self.schedule!r}. "
                               f"{did_you_mean(str(self.schedule), CQ_SCHEDULES)}")
-        if self.bits not in BITS:
-            hint = did_you_mean(str(self.bits), BITS)
-            raise ConfigError(f"bits must be one of {list(BITS)}, got {self.bits!r}. {hint}")
+        object.__setattr__(self, "bits", canonical_bits(self.bits, **CQ_BITS))
         if self.schedule == "qdps" and self.bits == "fp":
             raise ConfigError("schedule 'qdps' needs a quantized model; use bits w8a8/w4a8 or 'dps'.")
         if self.calib_samples < 1 or self.dps_samples < 1:
@@ -310,7 +312,7 @@ class CacheQuantConfig:
         return self.bits != "fp"
 
     def quant_config(self) -> QuantConfig:
-        w, a = BITS[self.bits]
+        w, a = parse_bits(self.bits).wa
         return QuantConfig(w_bits=w, a_bits=a, a_observer=self.act_observer, quant_matmul=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -495,10 +497,10 @@ def _fit_quant_dec(dc, scheduler, steps, refresh, noise, clock, cache_fix, cond,
     report["quant_dec_mse_before"], report["quant_dec_mse_after"] = _mean_errors(errs)
 
 
-@register_method("cachequant")
 def cachequant_method(unet, scheduler, steps, config=None, calib_noise=None, cond=None,
                       memo=None) -> CacheQuantSampler:
-    """Registry entry: `prepare_cachequant` with defaults (calibration noise seeded `config.seed`)."""
+    """`DIFFUSION_METHODS` entry (methods/diffusion.py): `prepare_cachequant` with defaults
+    (calibration noise seeded `config.seed`)."""
     config = config or CacheQuantConfig()
     if calib_noise is None:
         size = unet.config.sample_size

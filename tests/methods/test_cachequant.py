@@ -148,10 +148,27 @@ def test_qdps_schedule_and_config_validation():
     assert "schedule" in CacheQuantConfig.search_space()
 
 
-def test_methods_are_registered():
-    import methods.cachequant  # noqa: F401
-    import methods.deepcache  # noqa: F401
-    import methods.qdiffusion  # noqa: F401
-    from methods.registry import METHODS
+def test_config_bits_use_the_one_bits_spec():
+    cfg = CacheQuantConfig(bits="W4A8")
+    qc = cfg.quant_config()
+    assert cfg.bits == "w4a8" and cfg.quantized and (qc.w_bits, qc.a_bits) == (4, 8)
+    assert not CacheQuantConfig(bits="FP").quantized
+    for bad, problem in (("w4a8kv8", "no KV cache"), ("w1a8", "weight bits 1 lie outside 2..16"),
+                         ("w4a8,attn=w8a8", "per-module overrides")):
+        with pytest.raises(ConfigError, match=f"CacheQuant bits: .*{problem}"):
+            CacheQuantConfig(bits=bad)
 
-    assert {"cachequant", "deepcache", "qdiffusion"} <= set(METHODS.names())
+
+def test_diffusion_methods_share_one_prepare_and_sample_signature():
+    from methods.diffusion import DIFFUSION_METHODS, DiffusionSampler
+
+    assert DIFFUSION_METHODS.names() == ["cachequant", "deepcache", "qdiffusion"]
+    unet, sched = tiny_unet(), tiny_scheduler()
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    small = {"cachequant": {"interval": 3, "bits": "w8a8", "calib_samples": 2, "dps_samples": 2},
+             "deepcache": {"interval": 3}, "qdiffusion": {"cali_n": 2, "cali_st": 2}}
+    for name, config in small.items():
+        sampler = DIFFUSION_METHODS.create(name, **config)(unet, sched, STEPS)
+        assert isinstance(sampler, DiffusionSampler)
+        x0 = sampler.sample(noise)
+        assert x0.shape == noise.shape and torch.isfinite(x0).all(), name
