@@ -125,12 +125,9 @@ def print_table(res: dict[str, Any], n_seeds: int, window: int) -> None:
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from methods.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure(figsize=(7, 4))
     for label, curve in res["curves"].items():
         if label.endswith(" noise=0.0") and ("ksort" in label or "elo" in label):
             style = "-" if "ksort" in label else "--"
@@ -142,8 +139,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("rank MSE (seed 0, noise 0)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

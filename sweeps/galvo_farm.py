@@ -210,24 +210,16 @@ def build_spec(cfg: GalvoFarmConfig) -> StudySpec:
 
 
 # -- report ----------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _num(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
 def plot_recall_vs_time(run_dir: Path, trials: list[dict], curves: dict[int, list[dict]], grid: bool,
                         front: set[int]) -> Path | None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    colours = [plt.get_cmap("tab10")(i) for i in range(10)]
+    from methods.plotting import colormap, new_figure, save_figure
+
+    fig, ax = new_figure(figsize=(6, 4))
+    colours = [colormap("tab10")(i) for i in range(10)]
     groups = sorted({t["method"] for t in trials}) if grid else ["pareto", "other"]
     drawn = False
     for t in trials:
@@ -241,17 +233,13 @@ def plot_recall_vs_time(run_dir: Path, trials: list[dict], curves: dict[int, lis
                 "-", color=colour, lw=1.5 if key != "other" else 0.8, label=label)
         drawn = True
     if not drawn:
-        plt.close(fig)
         return None
     ax.set_xlabel("simulated search time (s)")
     ax.set_ylabel("recall (targets seen ÷ targets)")
     ax.set_title("search rig: recall vs time" + (" per method" if grid else " (Pareto trials in colour)"))
     ax.legend()
     fig.tight_layout()
-    path = run_dir / "recall_vs_time.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir / "recall_vs_time.png", dpi=120)
 
 
 def plot_objective_vs_params(run_dir: Path, trials: list[dict], objective: str,
@@ -261,10 +249,11 @@ def plot_objective_vs_params(run_dir: Path, trials: list[dict], objective: str,
                                         for t in trials)]
     if not numeric or not trials:
         return None
-    plt = _plt()
+    from methods.plotting import new_figure, save_figure
+
     cols = min(4, len(numeric))
     nrows = -(-len(numeric) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.9 * nrows), squeeze=False)
+    fig, axes = new_figure(nrows, cols, figsize=(3.2 * cols, 2.9 * nrows), squeeze=False)
     for ax in axes.flat[len(numeric):]:
         ax.set_visible(False)
     for ax, p in zip(axes.flat, numeric, strict=False):  # surplus axes were hidden above
@@ -272,16 +261,14 @@ def plot_objective_vs_params(run_dir: Path, trials: list[dict], objective: str,
         ax.set_xlabel(p)
         ax.set_ylabel(objective)
     fig.tight_layout()
-    path = run_dir / f"{objective}_vs_params.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir / f"{objective}_vs_params.png", dpi=110)
 
 
 def plot_rmse_vs_noise(run_dir: Path, trials: list[dict]) -> Path | None:
     noise = RIG_PREFIX + "stripe_noise_px"
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    from methods.plotting import new_figure, save_figure
+
+    fig, ax = new_figure(figsize=(5.5, 3.8))
     for tier in sorted({t["tiers"] for t in trials}):
         pts = sorted((t[noise], t["rmse_mm"]) for t in trials if t["tiers"] == tier)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"galvo, tiers={tier}")
@@ -299,10 +286,7 @@ def plot_rmse_vs_noise(run_dir: Path, trials: list[dict]) -> Path | None:
     ax.set_title("scanner rig: error vs stripe noise")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = run_dir / "rmse_vs_stripe_noise.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir / "rmse_vs_stripe_noise.png", dpi=120)
 
 
 def _mean(rows: list[dict], key: str) -> float:

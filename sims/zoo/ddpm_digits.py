@@ -177,24 +177,19 @@ def evaluate(model: nn.Module, n: int = EVAL_SAMPLES, steps: int = EVAL_DDIM_STE
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, title: str = "") -> Path:
-    """Write images (N,1,H,W) in [0,1] as a PNG grid (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Write images (N,1,H,W) in [0,1] as a PNG grid (methods.plotting: Agg canvas, no pyplot)."""
+    from methods.plotting import new_figure, save_figure
 
     n = len(images)
     rows = math.ceil(n / nrow)
-    fig, axes = plt.subplots(rows, nrow, figsize=(nrow * 0.8, rows * 0.8 + 0.4))
+    fig, axes = new_figure(rows, nrow, figsize=(nrow * 0.8, rows * 0.8 + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             ax.imshow(images[i, 0].numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100, bbox_inches="tight")
 
 
 def train(

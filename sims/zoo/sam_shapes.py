@@ -366,11 +366,10 @@ def _card(sam, config, recipe, seed, seconds, losses, metrics, subset) -> dict[s
 
 
 def save_overlay(sam: nn.Module, path: Path, n_images: int = 6) -> Path:
-    """PNG of box- and point-prompted masks on the first held-out images (matplotlib Agg)."""
-    import matplotlib
+    """PNG of box- and point-prompted masks on the first held-out images (methods.plotting, no pyplot)."""
+    from matplotlib.patches import Rectangle
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from methods.plotting import colormap, new_figure, save_figure
 
     shapes_cfg = ShapesConfig(image_size=sam.image_encoder.img_size)
     samples = make_shapes_dataset(n_images, TEST_FIRST_SEED, shapes_cfg)
@@ -381,8 +380,8 @@ def save_overlay(sam: nn.Module, path: Path, n_images: int = 6) -> Path:
             flag = torch.full((len(data.labels),), use_box)
             logits, _ = predict(sam, data.images, data.image_index, data.boxes, data.points, flag)
             rows.append(logits[:, 0] > sam.mask_threshold)
-    colours = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(2, n_images, figsize=(2.2 * n_images, 4.8))
+    colours = colormap("tab10")
+    fig, axes = new_figure(2, n_images, figsize=(2.2 * n_images, 4.8), squeeze=False)
     for r, (pred, title) in enumerate(zip(rows, ("box prompt", "point prompt"), strict=True)):
         for i in range(n_images):
             ax = axes[r, i]
@@ -394,8 +393,8 @@ def save_overlay(sam: nn.Module, path: Path, n_images: int = 6) -> Path:
                 ax.contour(pred[k].float().numpy(), levels=[0.5], colors=[colour], linewidths=1.6)
                 if r == 0:
                     x0, y0, x1, y1 = data.boxes[k].tolist()
-                    ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                               ec="white", lw=0.8, ls="--"))
+                    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                           ec="white", lw=0.8, ls="--"))
                 else:
                     ax.plot(*data.points[k].tolist(), marker="*", color="white", mec="black", ms=9)
                 iou = float(mask_iou(pred[k], data.masks[k]))
@@ -408,9 +407,7 @@ def save_overlay(sam: nn.Module, path: Path, n_images: int = 6) -> Path:
     fig.suptitle("sam-shapes on held-out images: predicted mask outlines, prompts (dashed box / star), "
                  "mask IoU per object", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def model_card_markdown(card: dict[str, Any]) -> str:
