@@ -21,9 +21,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from actors.toy_task import ToyTask, ToyTaskConfig  # noqa: E402
 from cluster.connect import connect  # noqa: E402
 from cluster.study import StudyConfig, StudyRunner  # noqa: E402
-from cluster.testing import ToyTask, toy_spec  # noqa: E402
+from cluster.testing import toy_spec  # noqa: E402
 
 
 def farm_run(spec, label: str):
@@ -38,7 +39,7 @@ def farm_run(spec, label: str):
 
 
 def bench_overhead(n: int) -> dict[str, float]:
-    task = ToyTask(sleep=0.001)
+    task = ToyTask(ToyTaskConfig(sleep=0.001))
     xs = list(range(n))
     t0 = time.perf_counter()
     for x in xs:
@@ -90,7 +91,7 @@ def bench_model_load(n: int = 20, load: float = 0.5) -> dict[str, float]:
     from ray.tune.search.optuna import OptunaSearch
 
     def trainable(config):
-        task = ToyTask(load_seconds=load, sleep=0.01)  # a function trainable reloads per trial
+        task = ToyTask(ToyTaskConfig(load_seconds=load, sleep=0.01))  # a function trainable reloads per trial
         out = task.evaluate({"x": config["x"], "y": config["y"]}, seed=0, trial=0, chunk=0, n_chunks=1)
         tune.report({"loss": out["objectives"]["loss"]})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 
 import pytest
+from task_hooks import Faults, with_faults
 
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudyRunner, derive_seed
@@ -18,8 +19,9 @@ def _run(tmp_path, spec, resume=False):
 
 
 def test_grid_with_actor_death_completes_every_point_exactly_once(ray_local, tmp_path):
-    spec = toy_spec(
-        study=StudyConfig(sampler="grid", actors=2), sleep=0.05, marker_dir=str(tmp_path), crash_at=(1, 2)
+    spec = with_faults(
+        toy_spec(study=StudyConfig(sampler="grid", actors=2), sleep=0.05),
+        Faults(marker_dir=str(tmp_path), crash_at={"x": 1, "y": 2}),
     )
     outcome, run_dir = _run(tmp_path, spec)
     trials = summarise_trials(read_table(run_dir))
@@ -37,7 +39,9 @@ def test_grid_with_actor_death_completes_every_point_exactly_once(ray_local, tmp
 
 
 def test_task_exception_fails_without_retry_and_the_sweep_goes_on(ray_local, tmp_path):
-    spec = toy_spec(study=StudyConfig(sampler="grid", actors=2), raise_at=(3, 0))
+    spec = with_faults(
+        toy_spec(study=StudyConfig(sampler="grid", actors=2)), Faults(raise_at={"x": 3, "y": 0})
+    )
     outcome, run_dir = _run(tmp_path, spec)
     trials = summarise_trials(read_table(run_dir))
     failed = [r for r in trials if r["state"] == "FAIL"]
@@ -78,12 +82,12 @@ def test_multi_objective_nsga2_and_tpe_run_their_trial_budget(ray_local, tmp_pat
 
 
 def test_retried_chunked_trial_resumes_from_its_last_checkpoint(ray_local, tmp_path):
-    spec = toy_spec(
-        study=StudyConfig(sampler="grid", actors=1, n_chunks=3),
-        space={"x": ("categorical", [1, 2]), "y": ("categorical", [0])},
-        marker_dir=str(tmp_path),
-        crash_at=(2, 0),
-        crash_chunk=2,
+    spec = with_faults(
+        toy_spec(
+            study=StudyConfig(sampler="grid", actors=1, n_chunks=3),
+            space={"x": ("categorical", [1, 2]), "y": ("categorical", [0])},
+        ),
+        Faults(marker_dir=str(tmp_path), crash_at={"x": 2, "y": 0}, crash_chunk=2),
     )
     outcome, run_dir = _run(tmp_path, spec)
     rows = read_table(run_dir).to_pylist()
