@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # `python sweeps/demo_sweep.py` from a checkout without install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from actors.demo_task import DemoTaskConfig
+from actors.task import task_factory
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
 from methods.errors import ConfigError
-from sims.demo import DemoTaskConfig, DigitsLogRegTask
 
 OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "fit_seconds": "minimize"}
 
@@ -60,7 +60,7 @@ def build_spec(cfg: DemoSweepConfig) -> StudySpec:
         objectives=tuple(cfg.objectives),
         directions=tuple(OBJECTIVE_DIRECTIONS[o] for o in cfg.objectives),
         space=space,
-        task_factory=partial(DigitsLogRegTask, cfg.task),
+        task_factory=task_factory("demo_logreg", cfg.task),
         study=cfg.study,
     )
 
