@@ -10,26 +10,22 @@ Design (DESIGN decisions 1-3, infra.md A.4/A.5):
 - every attempt's final row reaches the sink (and is flushed) *before* the study is told, so a
   driver killed in between leaves a row and a RUNNING trial; `--resume` then tells COMPLETE from
   the row instead of re-running it — no duplicate COMPLETE rows, no lost flushed rows;
-- grids are enumerated by the driver and enqueued point by point. Our own measured reason for
-  not using `GridSampler` (optuna 5.0): it counts FAIL trials as visited (a failed point would never
-  be retried) and calls `study.stop()` from `tell`, which raises outside `study.optimize`.
+- grid points (cluster/search.py) are enqueued point by point, each recorded by the driver;
+- Optuna's public API only: a trial of an earlier driver is told FAIL by number, and its error
+  lives in the FAIL row (there is no public way to set attributes on a trial one does not hold).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 import ray
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from actors.evaluator import Evaluator
@@ -37,87 +33,26 @@ from actors.pool import ActorPool, Completion
 from actors.sink import ResultSink
 from cluster.resources import PROFILES, actor_options
 from cluster.results import BASE_NAMES, read_table
-from cluster.rundir import JOURNAL
-from methods.errors import ConfigError, EvfarmUserError
+from cluster.search import (
+    StudyConfig,
+    StudySpec,
+    best_trials,
+    derive_seed,
+    distributions,
+    grid_points,
+    make_sampler,
+    open_study,
+    params_key,
+)
+from methods.errors import EvfarmUserError
 
-SAMPLERS = ("grid", "tpe", "nsga2", "random")
-Space = Mapping[str, tuple]
+# StudyConfig and StudySpec live in cluster.search; sweeps import them from here as well.
+# make_sampler: only until the committed sweep_cli imports it from cluster.search.
+__all__ = ["StudyConfig", "StudyOutcome", "StudyRunner", "StudySpec", "actors_that_fit", "make_sampler"]
 
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """How a sweep searches; every sweep config embeds one as its `study` table.
-
-    Args:
-        sampler: grid (driver-enumerated, reproducible), tpe, nsga2 or random.
-        n_trials: trials to run (grid: cap on grid points; None = the whole grid).
-        seed: base seed; trial seeds are `derive_seed(seed, root_trial_number)`.
-        actors: evaluator actors in the pool.
-        profile: named resource profile of the evaluators (cluster/resources.py).
-        n_chunks: chunks per trial; > 1 enables pruning of single-objective studies.
-        pruner: "none" or "median" (single objective only).
-        max_retries: re-runs of a trial whose actor died.
-    """
-
-    sampler: Literal["grid", "tpe", "nsga2", "random"] = "grid"
-    n_trials: int | None = None
-    seed: int = 0
-    actors: int = 2
-    profile: str = "evaluator_cpu1"
-    n_chunks: int = 1
-    pruner: Literal["none", "median"] = "none"
-    max_retries: int = 2
-    version: int = 1
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"study.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}.")
-        if self.actors < 1:
-            raise ConfigError(f"study.actors must be >= 1, got {self.actors}.")
-        if self.n_chunks < 1:
-            raise ConfigError(f"study.n_chunks must be >= 1, got {self.n_chunks}.")
-        if self.n_trials is not None and self.n_trials < 1:
-            raise ConfigError(f"study.n_trials must be >= 1 or unset, got {self.n_trials}.")
-        if self.max_retries < 0:
-            raise ConfigError(f"study.max_retries must be >= 0, got {self.max_retries}.")
-        if self.profile not in PROFILES:
-            PROFILES.get(self.profile)  # raises the error listing known profiles
-
-
-@dataclass
-class StudySpec:
-    """Everything the loop needs about one sweep."""
-
-    sweep: str
-    objectives: tuple[str, ...]
-    directions: tuple[str, ...]
-    space: Space
-    task_factory: Callable[[], Any]
-    study: StudyConfig
-    torch_threads: int | None = None
-    # Explicit grid points (grid sampler only): flat dicts of typed values, enumerated in this
-    # order instead of the product of `space`; other samplers draw from `space`.
-    grid: tuple[Mapping[str, Any], ...] | None = None
-
-    def __post_init__(self) -> None:
-        if len(self.objectives) != len(self.directions) or not self.objectives:
-            raise ConfigError(
-                f"Need one direction per objective, got objectives={self.objectives} "
-                f"directions={self.directions}."
-            )
-        for d in self.directions:
-            if d not in ("minimize", "maximize"):
-                raise ConfigError(f"A direction is 'minimize' or 'maximize', got {d!r}.")
-        clash = set(self.space) & set(BASE_NAMES) | set(self.objectives) & set(BASE_NAMES)
-        if clash:
-            raise ConfigError(
-                f"Parameter/objective names {sorted(clash)} clash with result columns; rename them."
-            )
-        distributions(self.space)  # validates the space
-        if self.grid is not None:
-            self.grid = check_grid(self.space, self.grid)
-        if self.study.sampler == "grid":
-            grid_points(self.space, self.grid)
+INTERRUPTED = "driver stopped while the trial ran"
+# trials whose grid point needs no new trial (a FAIL one only when it failed in our own code)
+COVERING = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
 
 
 @dataclass
@@ -131,150 +66,6 @@ class StudyOutcome:
     recovered_rows: int = 0
     seconds: float = 0.0
     best: list[dict[str, Any]] = field(default_factory=list)
-
-
-# -- search space -----------------------------------------------------------------------------
-def distributions(space: Space) -> dict[str, BaseDistribution]:
-    """Plain space entries → Optuna distributions.
-
-    Entries: ("categorical", [values]), ("float", low, high[, "log"]), ("int", low, high[, step]).
-    """
-    out: dict[str, BaseDistribution] = {}
-    for name, spec in space.items():
-        kind = spec[0] if spec else None
-        if kind == "categorical" and len(spec) == 2 and len(spec[1]) > 0:
-            out[name] = CategoricalDistribution(list(spec[1]))
-        elif kind == "float" and len(spec) in (3, 4):
-            out[name] = FloatDistribution(
-                float(spec[1]), float(spec[2]), log=len(spec) == 4 and spec[3] == "log"
-            )
-        elif kind == "int" and len(spec) in (3, 4):
-            out[name] = IntDistribution(
-                int(spec[1]), int(spec[2]), step=int(spec[3]) if len(spec) == 4 else 1
-            )
-        else:
-            raise ConfigError(
-                f"Search-space entry {name}={spec!r} is not understood. Use ('categorical', [values]), "
-                f"('float', low, high[, 'log']) or ('int', low, high[, step])."
-            )
-    return out
-
-
-def grid_points(space: Space, grid: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The grid's points in order: `grid` when given (see `check_grid`), else every point of the
-    space's product in declared order (last parameter varies fastest)."""
-    if grid is not None:
-        return [dict(p) for p in check_grid(space, grid)]
-    names, values = [], []
-    for name, spec in space.items():
-        if spec[0] != "categorical":
-            raise ConfigError(
-                f"The grid sampler needs a list of values for every parameter; {name} is {spec!r}. "
-                f"Give ('categorical', [...]) or choose sampler tpe/nsga2/random."
-            )
-        names.append(name)
-        values.append(list(spec[1]))
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
-
-
-def check_grid(space: Space, grid: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
-    """Validate explicit grid points against a categorical space; return them with canonical values.
-
-    Every point is a flat dict with exactly the space's keys, each value one of that key's choices
-    (same type; an int may stand for an equal float choice). Duplicates are refused.
-    """
-    if isinstance(grid, Mapping) or isinstance(grid, str) or not len(grid):
-        raise ConfigError(f"grid must be a non-empty sequence of points (flat dicts), got {grid!r}.")
-    for name, spec in space.items():
-        if not spec or spec[0] != "categorical":
-            raise ConfigError(
-                f"Explicit grid points need a categorical space; {name} is {spec!r}. "
-                f"Give ('categorical', [...]) for every parameter."
-            )
-    keys = list(space)
-    out, seen = [], {}
-    for i, point in enumerate(grid):
-        if not isinstance(point, Mapping):
-            raise ConfigError(f"grid point {i} must be a dict of parameter values, got {point!r}.")
-        missing = [k for k in keys if k not in point]
-        extra = [k for k in point if k not in space]
-        if missing or extra:
-            raise ConfigError(
-                f"grid point {i} {dict(point)!r} must have exactly the space's keys {keys}; "
-                f"missing {missing}, unknown {extra}."
-            )
-        canonical = {}
-        for k in keys:
-            choices = list(space[k][1])
-            match = [c for c in choices if _same_value(point[k], c)]
-            if not match:
-                raise ConfigError(
-                    f"grid point {i} {dict(point)!r}: {k}={point[k]!r} ({type(point[k]).__name__}) "
-                    f"is not one of the space's choices for {k}: {choices}; add it to the space or fix"
-                    f" the point."
-                )
-            canonical[k] = match[0]
-        key = _params_key(canonical)
-        if key in seen:
-            raise ConfigError(
-                f"grid point {i} {canonical!r} repeats point {seen[key]}; list each point once."
-            )
-        seen[key] = i
-        out.append(canonical)
-    return tuple(out)
-
-
-def _same_value(value: Any, choice: Any) -> bool:
-    if type(value) is type(choice):
-        return value == choice
-    numeric = isinstance(value, int) and not isinstance(value, bool) and isinstance(choice, float)
-    return numeric and value == choice
-
-
-def derive_seed(base_seed: int, root_trial: int) -> int:
-    """`hash(base_seed, trial_number)` made stable across processes (house rule 10)."""
-    digest = hashlib.blake2b(f"{base_seed}:{root_trial}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") & 0x7FFFFFFF
-
-
-def _params_key(params: Mapping[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
-
-
-def make_sampler(cfg: StudyConfig, n_objectives: int) -> optuna.samplers.BaseSampler:
-    if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=cfg.seed)
-    if cfg.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=cfg.seed)
-    # grid points are enqueued, so the sampler only matters for what it would add: nothing.
-    return optuna.samplers.RandomSampler(seed=cfg.seed)
-
-
-def open_study(spec: StudySpec, run_dir: Path) -> optuna.Study:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(run_dir / JOURNAL)))
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-        if spec.study.pruner == "median" and len(spec.objectives) == 1
-        else optuna.pruners.NopPruner()
-    )
-    study = optuna.create_study(
-        study_name=spec.sweep,
-        storage=storage,
-        load_if_exists=True,
-        directions=list(spec.directions),
-        sampler=make_sampler(spec.study, len(spec.objectives)),
-        pruner=pruner,
-    )
-    if [d.name.lower() for d in study.directions] != list(spec.directions):
-        raise ConfigError(
-            f"The run's study optimises {[d.name.lower() for d in study.directions]} but this sweep "
-            f"asks for {list(spec.directions)}; resume with the config the run started with."
-        )
-    return study
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -335,7 +126,7 @@ class StudyRunner:
             "attempt": int(attrs.get("attempt", 1)),
             "state": state,
             "seed": int(attrs.get("seed", 0)),
-            "params_json": _params_key(params),
+            "params_json": params_key(params),
             **params,
         }
 
@@ -353,60 +144,62 @@ class StudyRunner:
             if row is not None and all(row.get(o) is not None for o in self.spec.objectives):
                 self.study.tell(t.number, [float(row[o]) for o in self.spec.objectives])
                 continue
-            # A RUNNING trial of an earlier driver has no live Trial object: set attrs via storage.
-            self.study._storage.set_trial_user_attr(t._trial_id, "failure_kind", "driver_interrupted")
-            self.study._storage.set_trial_user_attr(
-                t._trial_id, "error", "driver stopped while the trial ran"
-            )
+            # A RUNNING trial of an earlier driver has no live Trial to set attributes on: the FAIL
+            # row carries the error, its retry says why, and with no failure_kind "task_error" the
+            # point stays retryable (enqueue_grid gives up only on those).
             self.study.tell(t.number, state=TrialState.FAIL)
-            self._land(
-                [{**self._base_row(t, "trial", "FAIL"), "error": "driver stopped while the trial ran"}]
-            )
+            self._land([{**self._base_row(t, "trial", "FAIL"), "error": INTERRUPTED}])
             self.outcome.failed += 1
-            self._enqueue_retry(t.params, t.user_attrs, t.number, count_against_budget=False)
+            self._enqueue_retry(
+                t.params, t.user_attrs, t.number, "driver_interrupted", count_against_budget=False
+            )
+
+    def _enqueue(self, params: Mapping[str, Any], **attrs: Any) -> None:
+        """Enqueue a point; the driver records it as `params_json`, since a WAITING trial's
+        parameters are not part of Optuna's public trial view."""
+        self.study.enqueue_trial(
+            dict(params), user_attrs={**attrs, "params_json": params_key(params)}, skip_if_exists=False
+        )
 
     def _enqueue_retry(
-        self, params: dict[str, Any], attrs: Mapping[str, Any], number: int, count_against_budget: bool = True
+        self,
+        params: Mapping[str, Any],
+        attrs: Mapping[str, Any],
+        number: int,
+        reason: str,
+        count_against_budget: bool = True,
     ) -> bool:
         attempt = int(attrs.get("attempt", 1))
         retries = int(attrs.get("retries", 0)) + (1 if count_against_budget else 0)
         if retries > self.cfg.max_retries:
             return False
-        self.study.enqueue_trial(
+        self._enqueue(
             params,
-            user_attrs={
-                "retry_of": number,
-                "root": int(attrs.get("root", number)),
-                "attempt": attempt + 1,
-                "retries": retries,
-                "seed": int(attrs.get("seed", derive_seed(self.cfg.seed, number))),
-            },
-            skip_if_exists=False,
+            retry_of=number,
+            retry_reason=reason,
+            root=int(attrs.get("root", number)),
+            attempt=attempt + 1,
+            retries=retries,
+            seed=int(attrs.get("seed", derive_seed(self.cfg.seed, number))),
         )
         self._n_waiting += 1
         self.outcome.retried += 1
         return True
 
+    def _grid(self) -> list[dict[str, Any]]:
+        return grid_points(self.spec.space, self.spec.grid)[: self.cfg.n_trials]
+
     def enqueue_grid(self) -> int:
         """Enqueue grid points that are neither done, waiting, running nor given up on."""
-        points = grid_points(self.spec.space, self.spec.grid)
-        if self.cfg.n_trials is not None:
-            points = points[: self.cfg.n_trials]
-        trials = self.study.get_trials(deepcopy=False)
         covered = set()
-        for t in trials:
-            params = t.params if t.params else t.system_attrs.get("fixed_params", {})
-            key = _params_key(params)
+        for t in self.study.get_trials(deepcopy=False):
             gave_up = t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") == "task_error"
-            if (
-                t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
-                or gave_up
-            ):
-                covered.add(key)
+            if gave_up or t.state in COVERING:
+                covered.add(t.user_attrs.get("params_json") or params_key(t.params))
         added = 0
-        for point in points:
-            if _params_key(point) not in covered:
-                self.study.enqueue_trial(point, user_attrs={"attempt": 1, "retries": 0})
+        for point in self._grid():
+            if params_key(point) not in covered:
+                self._enqueue(point, attempt=1, retries=0)
                 added += 1
         return added
 
@@ -493,7 +286,7 @@ class StudyRunner:
             error = c.error or "unknown error"
             self._finish(trial, TrialState.FAIL, {"step": c.job.chunk, "error": error}, failure=c.failure)
             if c.failure == "actor_died":
-                self._enqueue_retry(dict(trial.params), self.meta[trial.number], trial.number)
+                self._enqueue_retry(trial.params, self.meta[trial.number], trial.number, c.failure)
             return
         r = c.result or {}
         who = {k: r.get(k) for k in ("actor_id", "node_id", "ts_start", "ts_end")}
@@ -528,13 +321,8 @@ class StudyRunner:
         values = [float(objectives[o]) for o in self.spec.objectives]
         metrics = {k: v for k, v in (r.get("metrics") or {}).items() if k not in BASE_NAMES}
         others = {k: v for k, v in objectives.items() if k not in BASE_NAMES}
-        fields = {
-            **who,
-            "step": c.job.chunk,
-            **metrics,
-            **others,
-            **dict(zip(self.spec.objectives, values, strict=True)),
-        }
+        named = dict(zip(self.spec.objectives, values, strict=True))
+        fields = {**who, "step": c.job.chunk, **metrics, **others, **named}
         self._finish(trial, TrialState.COMPLETE, fields, extra_rows, values=values)
 
     def run(
@@ -545,13 +333,7 @@ class StudyRunner:
         if self.cfg.sampler == "grid":
             self.enqueue_grid()
         self._count_waiting_and_logical()
-        total = (
-            len(grid_points(self.spec.space, self.spec.grid))
-            if self.cfg.sampler == "grid"
-            else self.cfg.n_trials
-        )
-        if self.cfg.sampler == "grid" and self.cfg.n_trials is not None:
-            total = min(total, self.cfg.n_trials)
+        total = len(self._grid()) if self.cfg.sampler == "grid" else self.cfg.n_trials
         already = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         threads = self.spec.torch_threads or PROFILES.get(self.cfg.profile).torch_threads
         opts = actor_options(self.cfg.profile)
@@ -619,16 +401,6 @@ def actors_that_fit(profile: str, wanted: int) -> int:
     return fits
 
 
-def best_trials(study: optuna.Study, spec: StudySpec) -> list[dict[str, Any]]:
-    """The best trial (single objective) or the Pareto front (several), as plain dicts."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return []
-    best = [study.best_trial] if len(spec.objectives) == 1 else study.best_trials
-    return [
-        {"trial": t.number, **t.params, **dict(zip(spec.objectives, t.values, strict=True))} for t in best
-    ]
-
-
 def _finite(v: Any) -> bool:
     try:
         return math.isfinite(float(v))
@@ -643,12 +415,7 @@ def _progress_bar(total: int | None, initial: int, enabled: bool):
 
     from tqdm.auto import tqdm
 
-    interactive = sys.stderr.isatty()
+    every = 0.2 if sys.stderr.isatty() else 5.0
     return tqdm(
-        total=total,
-        initial=initial,
-        desc="trials",
-        unit="trial",
-        dynamic_ncols=True,
-        mininterval=0.2 if interactive else 5.0,
+        total=total, initial=initial, desc="trials", unit="trial", dynamic_ncols=True, mininterval=every
     )

@@ -9,7 +9,8 @@ import pytest
 import ray
 
 from cluster.results import read_table, summarise_trials
-from cluster.study import StudyConfig, StudyRunner, grid_points
+from cluster.search import grid_points
+from cluster.study import StudyConfig, StudyRunner
 from cluster.testing import toy_spec
 from methods.errors import ConfigError
 
