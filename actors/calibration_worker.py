@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from actors.task import register_task
+from methods.config_dict import ConfigDict
 from methods.errors import ConfigError
 from methods.metrics.classification import top1_accuracy
 from methods.ptq import PTQ_METHODS
@@ -39,7 +41,7 @@ RECON_KEYS = ("iters", "batch_size", "weight_lr")
 
 
 @dataclass(frozen=True)
-class CalibrationTaskConfig:
+class CalibrationTaskConfig(ConfigDict):
     """Shared by every trial: image size, reconstruction schedule, first/last-layer policy.
 
     `weight_lr` 1e-2 (not the papers' 1e-3): over a few dozen iterations the AdaRound variables
@@ -68,9 +70,6 @@ class CalibrationTaskConfig:
         if not 2 <= self.first_last_bits <= 16:
             raise ConfigError(f"first_last_bits must lie in 2..16, got {self.first_last_bits}.")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def load_classifier(name: str) -> torch.nn.Module:
     """A zoo digit classifier with its committed weights (CheckpointError if they are missing)."""
@@ -94,6 +93,7 @@ def bits_summary(rows: list[dict]) -> dict[str, float]:
     }
 
 
+@register_task("calibration")
 class CalibrationTask:
     """Holds the FP models, train images and test split; `evaluate` quantizes a copy per trial."""
 

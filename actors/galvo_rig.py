@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from actors.task import register_task
+from methods.config_dict import ConfigDict
 from methods.errors import ConfigError, did_you_mean
 from sims.rigs import RIGS
 
@@ -28,7 +30,7 @@ RIG_PREFIX = "rig_"
 
 
 @dataclass(frozen=True)
-class GalvoRigTaskConfig:
+class GalvoRigTaskConfig(ConfigDict):
     """What every trial on one rig shares.
 
     rig: "search" or "scanner". rig_overrides: fixed rig fields. method: default search method
@@ -85,6 +87,7 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.nanmean(vals)) if np.any(~np.isnan(vals)) else float("nan")
 
 
+@register_task("galvo_rig")
 class GalvoRigTask:
     """The evaluator's task: one rig, a method per trial (see the module docstring)."""
 

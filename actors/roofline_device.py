@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.task import register_task
 from methods.errors import ConfigError
 from methods.roofline import RooflineConfig
 from methods.roofline_llm import analyze_llm
@@ -20,6 +21,7 @@ def parse_bits(text: str) -> tuple[int, int, int]:
     return int(t[0]), int(t[1]), int(t[2])
 
 
+@register_task("roofline_device")
 class RooflineTask:
     def __init__(
         self, batch: int = 1, flash: bool = False, mode: str = "compat", gen_tokens: int = 0

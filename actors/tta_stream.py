@@ -15,15 +15,15 @@ lives in `methods.ttaq` (PTQ + PEM/PCR, ABL), `methods.tta` (adaptation) and `si
 from __future__ import annotations
 
 import copy
-import os
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from actors.task import register_task
+from methods.config_dict import ConfigDict
 from methods.errors import CheckpointError, ConfigError
 from methods.tta.stream import StreamAdapter
 from methods.ttaq import TTAQConfig, parse_bits, parse_parts, run_ttaq_ptq
@@ -35,7 +35,7 @@ DIGITS_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "co
 
 
 @dataclass(frozen=True)
-class TTAStreamTaskConfig:
+class TTAStreamTaskConfig(ConfigDict):
     """Model, stream and PTQ settings shared by every trial of a stream sweep.
 
     model: zoo name; checkpoint: a user's weights for it (safetensors, or .pth read with
@@ -43,10 +43,6 @@ class TTAStreamTaskConfig:
     CIFAR-10-C / ImageNet-C folder; batches_per_domain: 0 takes each whole split; calib_path: .npy
     of clean calibration images for folder sources (uint8 NHWC or float NCHW in [0, 1]);
     input_mean/std: normalisation of real models' inputs.
-    batch_sleep: seconds to wait after each batch (throttles a demo/test stream so that its rows
-    visibly land part by part while it runs; 0 in real runs). crash_chunk/marker_dir: test hook —
-    the first time any trial reaches that chunk the actor process exits (os._exit) after writing
-    the marker file.
     """
 
     model: str = "cnn-bn-digits"
@@ -68,9 +64,6 @@ class TTAStreamTaskConfig:
     ptq_iters: int = 100
     ptq_seed: int = 0
     n_batches: int = 7
-    batch_sleep: float = 0.0
-    crash_chunk: int | None = None
-    marker_dir: str | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -92,9 +85,6 @@ class TTAStreamTaskConfig:
             image_size=self.image_size, seed=int(seed), batches_per_domain=self.batches_per_domain or None,
             label_shift=self.imbalance_alpha if label_order == "imbalanced" else None,
             source=self.source, root=self.root)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def load_source_model(cfg: TTAStreamTaskConfig) -> torch.nn.Module:
@@ -134,6 +124,7 @@ def load_calibration(cfg: TTAStreamTaskConfig) -> torch.Tensor:
     return x[keep]
 
 
+@register_task("tta_stream")
 class TTAStreamTask:
     def __init__(self, cfg: TTAStreamTaskConfig) -> None:
         self.cfg = cfg
@@ -162,13 +153,6 @@ class TTAStreamTask:
             self.models[key] = run_ttaq_ptq(self.fp, self.calib, cfg, seed=self.cfg.ptq_seed).model
         return self.models[key]
 
-    def _crash_hook(self, chunk: int) -> None:
-        if self.cfg.crash_chunk == chunk and self.cfg.marker_dir:
-            marker = Path(self.cfg.marker_dir) / "tta_stream_crashed"
-            if not marker.exists():
-                marker.write_text(str(os.getpid()))
-                os._exit(1)
-
     def _start(self, params: dict[str, Any], seed: int, checkpoint: dict | None, chunk: int):
         parts = parse_parts(params.get("ttaq", "none"))
         model = copy.deepcopy(self.quantized(str(params.get("bits", "W4A4")), parts))
@@ -185,7 +169,6 @@ class TTAStreamTask:
 
     def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int,
                  checkpoint: dict | None = None) -> dict[str, Any]:
-        self._crash_hook(chunk)
         if trial not in self.runs or chunk == 0 or checkpoint is not None:
             self.runs = {trial: self._start(params, seed, checkpoint, chunk)}  # one live stream per actor
         adapter, stream = self.runs[trial]
@@ -195,8 +178,6 @@ class TTAStreamTask:
         while stream.position < end:
             b = next(stream)
             stats = adapter.step(self._prep(b.x), b.y, b.domain)
-            if self.cfg.batch_sleep:
-                time.sleep(self.cfg.batch_sleep)
             rows.append({"row_kind": "stream", "step": b.batch_index, "domain": b.domain,
                          "domain_index": b.domain_index, "batch_index": b.batch_index, **stats})
         if not last:

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from task_hooks import Faults, with_faults
 
 from actors.tta_stream import TTAStreamTask, TTAStreamTaskConfig
 from methods.errors import ConfigError
@@ -75,13 +76,15 @@ def test_farm_stream_lands_rows_while_running_and_resumes_after_actor_death(ray_
 
     marker = tmp_path / "markers"
     marker.mkdir()
-    task = TTAStreamTaskConfig(**{**SMALL, "batches_per_domain": 5, "n_batches": 2, "batch_sleep": 0.25,
-                                  "crash_chunk": 2, "marker_dir": str(marker)})
+    task = TTAStreamTaskConfig(**{**SMALL, "batches_per_domain": 5, "n_batches": 2})
+    # 0.5 s per chunk of 2 batches: the rows land part by part while the streams run
+    faults = Faults(marker_dir=str(marker), crash_chunk=2, marker="tta_stream_crashed", chunk_sleep=0.5)
     cfg = TTAQStreamConfig(task=task, bits=("W4A4",), tta=("tent",), ttaq=("none", "pem+pcr+abl"),
                            label_orders=("imbalanced",))
     cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, actors=2))
     run_dir = create_run_dir(tmp_path, "ttaq_stream", "live")
-    runner = StudyRunner(build_spec(cfg), run_dir, "live", progress=False, sink_roll_seconds=0.5)
+    runner = StudyRunner(with_faults(build_spec(cfg), faults), run_dir, "live", progress=False,
+                         sink_roll_seconds=0.5)
     counts: list[int] = []
     done = threading.Event()
 
@@ -116,13 +119,17 @@ def test_farm_stream_lands_rows_while_running_and_resumes_after_actor_death(ray_
 
 
 @pytest.mark.slow
-def test_cli_sweep_end_to_end_with_killed_actor(ray_local, tmp_path, capsys):
+def test_cli_sweep_end_to_end_with_killed_actor(ray_local, tmp_path, capsys, monkeypatch):
+    from sweeps import ttaq_stream
     from sweeps.ttaq_stream import main
 
     marker = tmp_path / "markers"
     marker.mkdir()
+    faults = Faults(marker_dir=str(marker), crash_chunk=2, marker="tta_stream_crashed")
+    build_spec = ttaq_stream.build_spec
+    monkeypatch.setattr(ttaq_stream, "build_spec", lambda cfg: with_faults(build_spec(cfg), faults))
     sets = ['bits=["W4A4"]', 'tta=["tent"]', 'ttaq=["none", "pem+pcr+abl"]', 'label_orders=["balanced"]',
-            "study.actors=2", "task.crash_chunk=2", f"task.marker_dir={json.dumps(str(marker))}"]
+            "study.actors=2"]
     sets += [f"task.{k}={json.dumps(v)}" for k, v in SMALL.items()]
     argv = ["--out", str(tmp_path / "res"), "--no-progress", "--run-id", "crash"]
     for s in sets:
