@@ -5,13 +5,14 @@ A task class for the generic evaluator actor (`actors/evaluator.py`; profiles `c
 methods live in `methods.quant` / `methods.ptq` (registry `PTQ_METHODS`; papers cited there), the
 bit counts in `methods.quant.counts`, top-1 in `methods.metrics.classification`.
 
-Trial params: `model` (a zoo name), `method` (a `PTQ_METHODS` name), `bits` ('W4A4'), `calib`
-(calibration images) and `rep` (replicate index). The calibration subset is drawn from the train
-split with seed `calib_seed + rep` and the method runs with seed `rep`, so at one `rep` every method
-sees the same images (paired comparison) [our design; the farm's per-trial seed stays in the row's
-`seed` column but is not used, which keeps the grid reproducible]. Reconstruction methods take the
-task's `iters` / `batch_size` / `weight_lr` (the tiny-scale schedule of `sweeps/bench_ptq.py`);
-first/last layer at `first_last_bits` for every method.
+Trial params: `model` (a zoo name), `method` (a `PTQ_METHODS` name), `bits` ('w4a4', a
+`methods.quant.bits` spec), `calib` (calibration images) and `rep` (replicate index). The
+calibration subset is drawn from the train split with seed `calib_seed + rep` and the method runs
+with seed `rep`, so at one `rep` every method sees the same images (paired comparison) [our design;
+the farm's per-trial seed stays in the row's `seed` column but is not used, which keeps the grid
+reproducible]. Reconstruction methods take the task's `iters` / `batch_size` / `weight_lr` (the
+tiny-scale schedule of `sweeps/bench_ptq.py`); first/last layer at `first_last_bits` for every
+method.
 
 Reported per trial: test top-1 (objective), FP top-1 and the drop, calibration wall and CPU seconds
 (quantize + calibrate + reconstruct, from the method's report), the bits report summarised as mean
@@ -33,11 +34,13 @@ from methods.errors import ConfigError
 from methods.metrics.classification import top1_accuracy
 from methods.ptq import PTQ_METHODS
 from methods.quant import count_macs_bops
-from methods.ttaq import parse_bits
+from methods.quant.bits import FAKE_QUANT, parse_bits
 from sims.data.digits import load_digits_split
 
 MODELS = ("cnn-bn-digits", "vit-digits")
 RECON_KEYS = ("iters", "batch_size", "weight_lr")
+#: The bits a PTQ trial takes: w2..16 a2..16, no 'fp' (every row reports the FP top-1), no kv.
+PTQ_BITS = {**FAKE_QUANT, "fp": False, "who": "PTQ"}
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,7 @@ class CalibrationTask:
         name = params["model"]
         if name not in self.models:
             raise ConfigError(f"this worker holds models {list(self.models)}; a trial asked for {name!r}.")
-        bits = parse_bits(params["bits"])
-        if bits is None:
-            raise ConfigError(f"a PTQ trial needs a bit setting like 'W4A4', got {params['bits']!r}.")
+        bits = parse_bits(params["bits"]).require(**PTQ_BITS).wa
         rep = int(params.get("rep", 0))
         calib = self._calibration_set(int(params["calib"]), rep)
         spec, config = self._method_config(params["method"], *bits)
