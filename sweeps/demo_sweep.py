@@ -80,12 +80,9 @@ def report(run_dir: Path, cfg: DemoSweepConfig, outcome: Any) -> dict[str, Any]:
     )
     if not trials:
         return {}
-    import matplotlib
+    from methods.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = new_figure(figsize=(5, 3.5))
     for size in sorted({r["size"] for r in trials}):
         pts = sorted((r["C"], r["accuracy"]) for r in trials if r["size"] == size)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{size}x{size} px")
@@ -95,9 +92,7 @@ def report(run_dir: Path, cfg: DemoSweepConfig, outcome: Any) -> dict[str, Any]:
     ax.legend()
     ax.set_title("demo sweep: logistic regression on digits")
     fig.tight_layout()
-    plot = run_dir / "accuracy_vs_C.png"
-    fig.savefig(plot, dpi=120)
-    plt.close(fig)
+    plot = save_figure(fig, run_dir / "accuracy_vs_C.png", dpi=120)
     print(f"plot: {plot}")
     return {"plot": str(plot)}
 
