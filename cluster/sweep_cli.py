@@ -36,7 +36,8 @@ from cluster.rundir import (
     resolve_results_root,
     write_run_json,
 )
-from cluster.study import StudyOutcome, StudyRunner, StudySpec, grid_points
+from cluster.search import distributions, grid_points, make_sampler
+from cluster.study import StudyOutcome, StudyRunner, StudySpec
 from methods.errors import EvfarmUserError
 
 
@@ -205,7 +206,7 @@ def _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_
     }
     if len(spec.objectives) == 1 and outcome.best:
         summary[f"best_{spec.objectives[0]}"] = _fmt(outcome.best[0][spec.objectives[0]])
-    print("summary: " + " ".join(f"{k}={_fmt(v)}" for k, v in summary.items()), flush=True)
+    print(summary_line(summary), flush=True)
     completed_before = len(outcome.best) > 0
     return 0 if (outcome.complete > 0 or completed_before) else 1
 
@@ -222,8 +223,6 @@ def _dry_run(cfg: Any, spec: StudySpec, n: int = 5) -> int:
     else:
         import optuna
 
-        from cluster.study import distributions, make_sampler
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(directions=list(spec.directions), sampler=make_sampler(spec.study, 1))
         print(f"first {n} parameter sets of sampler {spec.study.sampler}:")
@@ -235,6 +234,11 @@ def _dry_run(cfg: Any, spec: StudySpec, n: int = 5) -> int:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The machine-readable last line of every sweep and bench: `summary: key=value ...`."""
+    return "summary: " + " ".join(f"{k}={_fmt(v)}" for k, v in summary.items())
 
 
 def _fmt(v: Any) -> str:
@@ -253,8 +257,8 @@ def format_table(rows: list[dict[str, Any]], max_rows: int | None = None) -> str
         cols += [k for k in r if k not in cols]
     cell = [[_cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cell)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cell]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cell]
     return "\n".join(lines)
 
 
