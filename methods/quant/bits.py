@@ -238,15 +238,17 @@ def canonical_bits_list(values, **require) -> tuple[str, ...]:
     Keyword args go to `BitsSpec.require`. Two spellings of one setting ('W4A4', 'w4a4') are one
     grid point, so a repeat is an error rather than a duplicated trial.
     """
+    form = {"who": require.get("who", ""), "expected": "a list of distinct bits settings",
+            "examples": "['w2a4', 'w4a4', 'fp']"}
     if isinstance(values, (str, BitsSpec)):
         raise bits_error(values, "one setting where a list of settings belongs",
-                         f"Write a list, e.g. [{str(values)!r}].")
+                         f"Write a list, e.g. [{str(values)!r}].", **form)
     out: dict[str, object] = {}
     for v in values:
         name = canonical_bits(v, **require)
         if name in out:
             raise bits_error(list(values), f"{out[name]!r} and {v!r} are both {name!r}",
-                             "List each setting once.")
+                             "List each setting once.", **form)
         out[name] = v
     return tuple(out)
 

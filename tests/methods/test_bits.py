@@ -139,8 +139,9 @@ def test_require_errors_name_the_method_and_its_range(text, kwargs, problem, fix
 def test_canonical_bits_list_normalises_and_refuses_repeats_and_single_strings():
     assert canonical_bits_list(["W2A4", "fp", "W8A8"], **FAKE_QUANT) == ("w2a4", "fp", "w8a8")
     assert canonical_bits_list(()) == ()
-    with pytest.raises(BitsError, match=r"'W4A4' and 'w4a4' are both 'w4a4'\. List each setting once"):
-        canonical_bits_list(("W4A4", "w4a4"))
+    repeat = r"^TTAQ bits: expected a list of distinct bits settings \(e\.g\. \['w2a4'.*"
+    with pytest.raises(BitsError, match=repeat + r"'W4A4' and 'w4a4' are both 'w4a4'\. List each"):
+        canonical_bits_list(("W4A4", "w4a4"), who="TTAQ")
     with pytest.raises(BitsError, match=r"a list of settings belongs\. Write a list, e\.g\. \['w4a4'\]"):
         canonical_bits_list("w4a4")
     with pytest.raises(BitsError, match="TTAQ bits: expected fp or w2..16 a2..16"):
