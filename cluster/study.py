@@ -40,15 +40,13 @@ from cluster.search import (
     derive_seed,
     distributions,
     grid_points,
-    make_sampler,
     open_study,
     params_key,
 )
 from methods.errors import EvfarmUserError
 
 # StudyConfig and StudySpec live in cluster.search; sweeps import them from here as well.
-# make_sampler: only until the committed sweep_cli imports it from cluster.search.
-__all__ = ["StudyConfig", "StudyOutcome", "StudyRunner", "StudySpec", "actors_that_fit", "make_sampler"]
+__all__ = ["StudyConfig", "StudyOutcome", "StudyRunner", "StudySpec", "actors_that_fit"]
 
 INTERRUPTED = "driver stopped while the trial ran"
 # trials whose grid point needs no new trial (a FAIL one only when it failed in our own code)
