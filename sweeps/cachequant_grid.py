@@ -42,6 +42,7 @@ from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
 from methods.errors import ConfigError
+from methods.plotting import legend_handle, new_figure, save_figure
 
 POINT_FIELDS = ("interval", "schedule", "bits", "corrections")
 COLUMNS = (
@@ -178,12 +179,7 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def _plot(run_dir: Path, trials: list[dict[str, Any]], quality: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = new_figure(1, 2, figsize=(10, 4))
     colors = {"fp": "tab:blue", "w8a8": "tab:green", "w4a8": "tab:red"}
     markers = {"none": "x", "cache": "s", "quant": "^", "both": "o"}
     pairs = (("mac_speedup", quality), ("bop_speedup", "mse"))
@@ -197,15 +193,12 @@ def _plot(run_dir: Path, trials: list[dict[str, Any]], quality: str) -> Path:
         ax.set_ylabel(quality)
         if speed == "bop_speedup":
             ax.set_xscale("log")
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=b) for b, c in colors.items()]
-    handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=k) for k, m in markers.items()]
+    handles = [legend_handle(color=c, marker="o", ls="", label=b) for b, c in colors.items()]
+    handles += [legend_handle(color="k", marker=m, ls="", label=k) for k, m in markers.items()]
     axes[0].legend(handles=handles, fontsize=7)
     fig.suptitle("CacheQuant grid: speed-up vs quality (colour = bits, marker = corrections)")
     fig.tight_layout()
-    path = run_dir / "pareto.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir / "pareto.png", dpi=120)
 
 
 def _add_arguments(p) -> None:
