@@ -22,11 +22,12 @@ loaded) [inferred]: quality is then MSE vs FP in latent space only.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from actors.task import register_task
 from methods.cachequant import CacheQuantConfig, prepare_cachequant
 from methods.config_dict import ConfigDict
 from methods.deepcache import loop_macs, step_bops, step_macs
@@ -75,7 +76,7 @@ FP_POINT = ShardPoint()
 
 
 @dataclass(frozen=True)
-class ShardConfig:
+class ShardConfig(ConfigDict):
     """model: 'auto' (zoo ddpm-digits, untrained if its weights are missing), 'untrained', or a local
     diffusers folder; steps/samples/calib_samples: DDIM steps, evaluated and calibration samples."""
 
@@ -106,9 +107,6 @@ class ShardConfig:
             return self.quality
         return "digit_fd" if self.model in ("auto", "untrained") else "mse"
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def load_pipeline(cfg: ShardConfig) -> tuple[torch.nn.Module, Any, str]:
     from sims.zoo import ddpm_digits as dd
@@ -127,6 +125,7 @@ def load_pipeline(cfg: ShardConfig) -> tuple[torch.nn.Module, Any, str]:
     return ck.unet, ck.scheduler, str(cfg.model)
 
 
+@register_task("model_shard")
 class ModelShardTask:
     def __init__(self, cfg: ShardConfig) -> None:
         self.cfg, self.device = cfg, torch.device(cfg.device)
