@@ -2,20 +2,28 @@
 
     python sweeps/bench_ksort.py                  # 5 seeds, noise 0 and 5 %, ~3–5 min on one core
     python sweeps/bench_ksort.py --seeds 3 --quick
+    python sweeps/bench_ksort.py --seeds 2 --quick --set 'noise=[0.0]' --set window=20 --set plot=false
 
 Paper: "K-Sort Arena" (Li et al., arXiv 2408.14468), Table 1 and Figs. 3–6: 716 votes for K-Sort
 K = 4 against 11,692 for Elo (16.3× fewer). Protocol (sims/arena.py): 50 models with shuffled true
 ranks, flip noise 0 or 5 % (one random adjacent swap for K > 2), "converged" = the first vote after
-which the rank MSE stays zero for `--window` consecutive votes. Elo uses Chatbot Arena's settings
+which the rank MSE stays zero for `window` consecutive votes. Elo uses Chatbot Arena's settings
 (K-factor 4, base 10, scale 400, init 1000) with random pairs. A run that does not converge within
 its horizon counts as +inf in the medians (so a median is a lower bound when shown as "inf").
 
-Writes bench.json, run.json and convergence.png into results/bench_ksort/<run_id>/; the last line
-is `summary: ksort_k4_median_votes=... elo_median_votes=... ratio=...` (noise 0).
+Common flags as for every sweep (`--config`, `--set`, `--out`, `--run-id`, `--dry-run`;
+cluster/bench_cli.py); the knobs are the fields of `KSortBenchConfig` (`--seeds` and `--quick` are
+shorthands). Writes bench.json, run.json, convergence.csv/.md, add_model.csv/.md, claims.csv/.md
+and convergence.png into results/bench_ksort/<run_id>/; the last line is `summary:
+ksort_k4_median_votes=... elo_median_votes=... ratio=...` (noise 0). With ≥ 2 seeds it adds, per
+noise level, the votes K-Sort K=4 saves against Elo, paired by seed (same true ranking), as mean
+and 95% t-interval with a verdict (`votes_saved`, `_lo`, `_hi`, `_verdict`; at noise 5 %
+`votes_saved_noise5pct...`; `supported` only when the CI excludes 0). A run that does not converge
+counts at its horizon there, so with censored Elo runs (`votes_saved_censored`) the difference is
+a lower bound; when a K-Sort run is censored no interval is given.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -29,9 +37,32 @@ if __package__ in (None, ""):  # `python sweeps/bench_ksort.py` from a checkout 
 
 import numpy as np
 
-from cluster.rundir import create_run_dir, environment_record, resolve_results_root, write_run_json
+from cluster.bench_cli import BenchRun, Shorthand, run_bench, shorthands
+from methods.errors import ConfigError
 from methods.ksort import KSortConfig
+from methods.metrics.stats import paired_difference
 from sims.arena import run_add_model, run_convergence
+
+
+@dataclass(frozen=True)
+class KSortBenchConfig:
+    seeds: int = 5
+    noise: tuple[float, ...] = (0.0, 0.05)  # flip-noise levels
+    window: int = 200  # converged = rank MSE zero for this many consecutive votes
+    quick: bool = False  # K-Sort and Elo only, Elo horizon 20k, no add-a-model part
+    plot: bool = True
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.version != 1:
+            raise ConfigError(f"KSortBenchConfig version must be 1; received {self.version}.")
+        if self.seeds < 1 or self.window < 1:
+            raise ConfigError(f"seeds and window must be >= 1; received seeds={self.seeds}, "
+                              f"window={self.window}.")
+        if not self.noise or 0.0 not in self.noise or any(not 0.0 <= x < 0.5 for x in self.noise):
+            raise ConfigError(f"noise must list flip-noise levels in [0, 0.5) including 0.0 (the summary "
+                              f"reports noise 0); received {list(self.noise)}. Example: --set "
+                              "'noise=[0.0, 0.05]'.")
 
 
 @dataclass(frozen=True)
@@ -73,7 +104,7 @@ def fmt(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.0f}"
 
 
-def bench(args: argparse.Namespace) -> dict[str, Any]:
+def bench(args: KSortBenchConfig) -> dict[str, Any]:
     seeds = list(range(args.seeds))
     table: list[dict[str, Any]] = []
     curves: dict[str, dict[str, list]] = {}
@@ -108,20 +139,33 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {"table": table, "curves": curves, "fig6": fig6}
 
 
-def print_table(res: dict[str, Any], n_seeds: int, window: int) -> None:
-    print(f"\nVotes to convergence (50 models, window {window}, {n_seeds} seeds; "
-          f"inf = not within the horizon)")
-    print(f"{'variant':<32} {'noise':>5} {'horizon':>7} {'conv':>5} {'median':>7}  per seed")
-    for r in res["table"]:
-        votes = ", ".join("-" if v is None else str(v) for v in r["votes"])
-        print(f"{r['variant']:<32} {r['noise']:>5} {r['horizon']:>7} "
-              f"{r['converged']:>2}/{n_seeds:<2} {fmt(r['median']):>7}  {votes}")
-    if res["fig6"]:
-        print("\nAdd a model to a converged board (true rank 31; settled = at rank 31 for 20 votes)")
-        for r in res["fig6"]:
-            votes = ", ".join("-" if v is None else str(v) for v in r["votes_to_settle"])
-            print(f"{r['matchmaking']:<28} median={fmt(r['median']):>5}  per seed: {votes}  "
-                  f"start ranks {r['start_rank']}")
+def convergence_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"variant": r["variant"], "noise": r["noise"], "horizon": r["horizon"],
+             "converged": f"{r['converged']}/{len(r['votes'])}", "median": fmt(r["median"]),
+             "per_seed": ", ".join("-" if v is None else str(v) for v in r["votes"])} for r in res["table"]]
+
+
+def add_model_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"matchmaking": r["matchmaking"], "median": fmt(r["median"]),
+             "per_seed": ", ".join("-" if v is None else str(v) for v in r["votes_to_settle"]),
+             "start_ranks": ", ".join(map(str, r["start_rank"]))} for r in res["fig6"]]
+
+
+def pick(res: dict[str, Any], prefix: str, noise: float) -> dict[str, Any]:
+    return next(r for r in res["table"] if r["variant"].startswith(prefix) and r["noise"] == noise)
+
+
+def votes_saved(ks: dict[str, Any], elo: dict[str, Any]):
+    """Paired by seed: Elo's votes minus K-Sort K=4's, a censored run counted at its horizon.
+
+    Returns (Estimate or None, number of censored Elo runs). None when a K-Sort run is censored
+    (then the difference would not even be a bound) or there are fewer than 2 seeds.
+    """
+    if len(ks["votes"]) < 2 or any(v is None for v in ks["votes"]):
+        return None, 0
+    elo_votes = [elo["horizon"] if v is None else v for v in elo["votes"]]
+    censored = sum(v is None for v in elo["votes"])
+    return paired_difference(np.array(elo_votes, float), np.array(ks["votes"], float)), censored
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
@@ -142,36 +186,54 @@ def plot(res: dict[str, Any], path: Path) -> None:
     save_figure(fig, path, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.05])
-    p.add_argument("--window", type=int, default=200)
-    p.add_argument("--quick", action="store_true", help="K-Sort and Elo only, Elo horizon 20k")
-    p.add_argument("--out", default=None, help="results root (default ./results)")
-    p.add_argument("--no-plot", action="store_true")
-    args = p.parse_args(argv)
-    root = resolve_results_root(args.out)
-    run_dir = create_run_dir(root.path, "bench_ksort")
-    print(f"run_dir: {run_dir} ({root.reason})", flush=True)
+def body(run: BenchRun) -> dict[str, Any]:
+    cfg: KSortBenchConfig = run.config
     t0 = time.perf_counter()
-    res = bench(args)
-    print_table(res, args.seeds, args.window)
-    (run_dir / "bench.json").write_text(json.dumps(res, default=str))
-    write_run_json(run_dir, {"sweep": "bench_ksort", "args": vars(args), **environment_record()})
-    if not args.no_plot:
-        plot(res, run_dir / "convergence.png")
-    ks = next(r for r in res["table"] if r["variant"].startswith("ksort K=4 (similar)") and r["noise"] == 0)
-    elo = next(r for r in res["table"] if r["variant"].startswith("elo") and r["noise"] == 0)
+    res = bench(cfg)
+    run.table("convergence", convergence_rows(res), f"Votes to convergence (50 models, window {cfg.window}, "
+              f"{cfg.seeds} seeds; inf = not within the horizon)")
+    if res["fig6"]:
+        run.table("add_model", add_model_rows(res),
+                  "Add a model to a converged board (true rank 31; settled = at rank 31 for 20 votes)")
+    run.path("bench.json").write_text(json.dumps(res, default=str))
+    if cfg.plot:
+        plot(res, run.path("convergence.png"))
+    ks, elo = pick(res, "ksort K=4 (similar)", 0.0), pick(res, "elo", 0.0)
     ratio = elo["median"] / ks["median"]
-    # a censored Elo median (no convergence within the horizon) still bounds the ratio from below
-    bound = f" ratio_lower_bound={elo['horizon'] / ks['median']:.1f}" if math.isinf(ratio) else ""
     print(f"\nElo: K-factor 4, base 10, scale 400, init 1000, random pairs, horizon {elo['horizon']}; "
-          f"window {args.window}; total {time.perf_counter() - t0:.0f} s")
-    print(f"summary: ksort_k4_median_votes={fmt(ks['median'])} elo_median_votes={fmt(elo['median'])} "
-          f"ratio={fmt(ratio) if math.isinf(ratio) else f'{ratio:.1f}'}{bound} "
-          f"elo_converged={elo['converged']}/{args.seeds} window={args.window} seeds={args.seeds}")
-    return 0
+          f"window {cfg.window}; total {time.perf_counter() - t0:.0f} s")
+    summary: dict[str, Any] = {
+        "ksort_k4_median_votes": fmt(ks["median"]), "elo_median_votes": fmt(elo["median"]),
+        "ratio": fmt(ratio) if math.isinf(ratio) else f"{ratio:.1f}",
+    }
+    if math.isinf(ratio):  # a censored Elo median (no convergence within the horizon) still bounds the ratio
+        summary["ratio_lower_bound"] = f"{elo['horizon'] / ks['median']:.1f}"
+    summary.update(elo_converged=f"{elo['converged']}/{cfg.seeds}", window=cfg.window, seeds=cfg.seeds)
+    if cfg.seeds < 2:
+        print("one seed: no intervals, no claims (run --seeds 2 or more)")
+    for noise in cfg.noise:
+        ks_n, elo_n = pick(res, "ksort K=4 (similar)", noise), pick(res, "elo", noise)
+        est, censored = votes_saved(ks_n, elo_n)
+        if est is None:
+            continue
+        name = "votes_saved" + ("" if noise == 0 else f"_noise{noise * 100:g}pct")
+        what = f"K-Sort K=4 needs fewer votes than Elo at noise {noise:g}" + (
+            f" ({censored} Elo runs censored at {elo_n['horizon']}: a lower bound)" if censored else "")
+        summary.update(run.claim(name, est, what=what))
+        summary[f"{name}_censored"] = censored
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_bench(
+        argv,
+        bench="bench_ksort",
+        description=__doc__.splitlines()[0],
+        config_cls=KSortBenchConfig,
+        body=body,
+        **shorthands(Shorthand("--seeds", "seeds", int, "number of seeds (true rankings)"),
+                     Shorthand("--quick", "quick", const=True, help="K-Sort and Elo only, Elo horizon 20k")),
+    )
 
 
 if __name__ == "__main__":
