@@ -1,7 +1,7 @@
 """Benchmark: every registered PTQ method on the zoo's digit classifiers (pure Python, no Ray).
 
-    python sweeps/bench_ptq.py                       # both models, W4A4 and W2A4, 3 seeds
-    python sweeps/bench_ptq.py --models cnn-bn-digits --bits W4A4 --seeds 1 --iters 20
+    python sweeps/bench_ptq.py                       # both models, w4a4 and w2a4, 3 seeds
+    python sweeps/bench_ptq.py --models cnn-bn-digits --bits w4a4 --seeds 1 --iters 20
 
 For each zoo model (`cnn-bn-digits`, `vit-digits`), bit setting and method: quantize a copy with
 `methods.ptq.PTQ_METHODS`, calibrate on `--calib` training images drawn per seed, and measure top-1
@@ -35,8 +35,10 @@ if __package__ in (None, ""):  # `python sweeps/bench_ptq.py` from a checkout wi
 import torch
 from torch import nn
 
+from actors.calibration_worker import PTQ_BITS
 from cluster.rundir import create_run_dir, environment_record, resolve_results_root, write_run_json
 from methods.ptq import PTQ_METHODS
+from methods.quant.bits import BitsError, canonical_bits_list, parse_bits
 from sims.data.digits import load_digits_split
 
 IMAGE_SIZE = 16
@@ -50,11 +52,6 @@ VIT_STANDIN = {
     "num_heads": 2,
     "mlp_ratio": 2.0,
 }
-
-
-def parse_bits(text: str) -> tuple[int, int]:
-    w, a = text.upper().lstrip("W").split("A")
-    return int(w), int(a)
 
 
 def parse_override(text: str, config_cls: type) -> tuple[str, Any]:
@@ -132,7 +129,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         fp_top1[model_name] = top1(model, x_test, y_test)
         print(f"{model_name}: {sources[model_name]}, FP top-1 {fp_top1[model_name]:.4f}", flush=True)
         for bits in args.bits.split(","):
-            w_bits, a_bits = parse_bits(bits)
+            w_bits, a_bits = parse_bits(bits).wa
             for method in methods:
                 name, *overrides = method.split(":")  # e.g. mgrq:lambda_global=0:lambda_local=0
                 spec = PTQ_METHODS.get(name)
@@ -220,7 +217,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="cnn-bn-digits,vit-digits")
-    ap.add_argument("--bits", default="W4A4,W2A4")
+    ap.add_argument("--bits", default="w4a4,w2a4", help="comma-separated quantized bits specs")
     ap.add_argument(
         "--methods",
         default="",
@@ -242,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
+    try:  # canonical spelling ('w4a4') in rows and summary keys, whatever was typed
+        args.bits = ",".join(canonical_bits_list(args.bits.split(","), **PTQ_BITS))
+    except BitsError as e:
+        ap.error(str(e))
     torch.set_num_threads(1)
     from methods.quant.api import _timm_attention_cls
 

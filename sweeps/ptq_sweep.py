@@ -1,7 +1,7 @@
 """PTQ sweep: model x method x bit width x calibration size on calibration-worker actors.
 
     python sweeps/ptq_sweep.py                                   # default grid, ~3-4 min on 2 cores
-    python sweeps/ptq_sweep.py --set 'methods=["minmax","qdrop","mgrq"]' --set 'bits=["W4A4","W2A2"]'
+    python sweeps/ptq_sweep.py --set 'methods=["minmax","qdrop","mgrq"]' --set 'bits=["w4a4","w2a2"]'
     python sweeps/ptq_sweep.py --set task.iters=200 --set reps=3 --set study.profile='"calibrator_cpu2"'
 
 Every trial quantizes a zoo digit classifier (`cnn-bn-digits`, `vit-digits`) with one method of
@@ -12,7 +12,7 @@ bits report, MACs, BOPs and the BOP-equivalent bit width. `reps` replicates draw
 subsets; at one replicate every method sees the same images (paired comparison).
 
 Defaults (sized to finish in about 3-4 minutes on a 2-core machine, Ray start included): both
-models, all 8 methods, W4A4 / W3A3 / W2A4, calibration sizes 32 and 128, one replicate (96 trials);
+models, all 8 methods, w4a4 / w3a3 / w2a4, calibration sizes 32 and 128, one replicate (96 trials);
 reconstruction methods run `task.iters=40` iterations per unit at batch 32 and AdaRound lr 1e-2 (the
 papers use 20 000 iterations on ImageNet; this is a check of direction, not of magnitude); first
 and last layer at 8 bits. Profile: `evaluator_cpu1` with 2 actors by default, because the
@@ -36,13 +36,13 @@ from typing import Any
 if __package__ in (None, ""):  # `python sweeps/ptq_sweep.py` from a checkout without install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.calibration_worker import MODELS, CalibrationTask, CalibrationTaskConfig
+from actors.calibration_worker import MODELS, PTQ_BITS, CalibrationTask, CalibrationTaskConfig
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
 from methods.errors import ConfigError
 from methods.ptq import PTQ_METHODS
-from methods.ttaq import parse_bits
+from methods.quant.bits import canonical_bits_list
 
 OBJECTIVE_DIRECTIONS = {"top1": "maximize", "bops": "minimize", "calib_seconds": "minimize"}
 METHODS = ("minmax", "percentile", "mse", "repq_vit", "adaround", "brecq", "qdrop", "mgrq")
@@ -57,7 +57,7 @@ class PTQSweepConfig:
     task: CalibrationTaskConfig = field(default_factory=CalibrationTaskConfig)
     models: tuple[str, ...] = MODELS
     methods: tuple[str, ...] = METHODS
-    bits: tuple[str, ...] = ("W4A4", "W3A3", "W2A4")
+    bits: tuple[str, ...] = ("w4a4", "w3a3", "w2a4")
     calib_sizes: tuple[int, ...] = (32, 128)
     reps: int = 1
     objectives: tuple[str, ...] = ("top1",)
@@ -77,9 +77,10 @@ class PTQSweepConfig:
             raise ConfigError(f"methods must not be empty; choose from {PTQ_METHODS.names()}.")
         for m in self.methods:
             PTQ_METHODS.get(m)  # raises UnknownNameError listing the known methods
-        if not self.bits or any(parse_bits(b) is None for b in self.bits):
-            raise ConfigError(f"bits must be a non-empty list like ['W4A4', 'W2A4'] (no 'FP'; the FP "
-                              f"top-1 is reported on every row), got {list(self.bits)}.")
+        # canonical spelling, so rows say 'w4a4'; 'fp' is refused (the FP top-1 is on every row)
+        object.__setattr__(self, "bits", canonical_bits_list(self.bits, **PTQ_BITS))
+        if not self.bits:
+            raise ConfigError("bits must be a non-empty list like ['w4a4', 'w2a4'], got [].")
         if not self.calib_sizes or any(not isinstance(c, int) or c < 1 for c in self.calib_sizes):
             raise ConfigError(f"calib_sizes must be positive integers, got {list(self.calib_sizes)}.")
         if self.reps < 1:
@@ -89,7 +90,7 @@ class PTQSweepConfig:
 def build_spec(cfg: PTQSweepConfig) -> StudySpec:
     space = {
         "model": ("categorical", list(cfg.models)),
-        "bits": ("categorical", [b.upper() for b in cfg.bits]),
+        "bits": ("categorical", list(cfg.bits)),
         "calib": ("categorical", list(cfg.calib_sizes)),
         "method": ("categorical", list(cfg.methods)),
         "rep": ("categorical", list(range(cfg.reps))),

@@ -25,12 +25,13 @@ def test_ptq_sweep_end_to_end(ray_local, tmp_path, capsys):
     assert rc == 0 and f"run directory: {run_dir}" in out.splitlines()[0]
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("summary: ") and "complete=2" in summary and "failed=0" in summary
-    assert "cnn.W4A4.best=" in summary and "cnn.W4A4.minmax=" in summary and "cnn.fp=" in summary
+    assert "cnn.w4a4.best=" in summary and "cnn.w4a4.minmax=" in summary and "cnn.fp=" in summary
     assert (run_dir / "accuracy_vs_bits.png").stat().st_size > 1000
     table = (run_dir / "table.md").read_text()
     assert "| minmax |" in table and "| percentile |" in table
     trials = [r for r in summarise_trials(read_table(run_dir)) if r["state"] == "COMPLETE"]
     assert sorted(r["method"] for r in trials) == ["minmax", "percentile"]
+    assert {r["bits"] for r in trials} == {"w4a4"}  # typed 'W4A4'; rows carry the canonical spelling
     for r in trials:
         # W4A4 with 8-bit first/last layers stays close to FP on this model (measured ~0.99 vs 0.996)
         assert 0.9 < r["top1"] <= 1.0 and r["top1_drop"] == pytest.approx(r["fp_top1"] - r["top1"])
@@ -75,6 +76,12 @@ def test_sweep_config_validation():
     assert len(ps.build_spec(ps.PTQSweepConfig()).space["method"][1]) == 8
     with pytest.raises(ConfigError, match="bits"):
         ps.PTQSweepConfig(bits=("FP",))
+    cfg = ps.PTQSweepConfig(bits=("W4A4", "w2a4"))
+    assert cfg.bits == ("w4a4", "w2a4") and ps.build_spec(cfg).space["bits"][1] == ["w4a4", "w2a4"]
+    with pytest.raises(ConfigError, match="both 'w4a4'"):
+        ps.PTQSweepConfig(bits=("W4A4", "w4a4"))
+    with pytest.raises(ConfigError, match="PTQ bits: .*weight bits 1 lie outside 2..16"):
+        ps.PTQSweepConfig(bits=("w1a4",))
     with pytest.raises(UnknownNameError):
         ps.PTQSweepConfig(methods=("minmx",))
     with pytest.raises(ConfigError, match="models"):
