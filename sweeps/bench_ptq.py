@@ -183,13 +183,10 @@ def table(res: dict[str, Any]) -> str:
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from methods.plotting import new_figure, save_figure
 
     models = list(res["fp_top1"])
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    fig, axes = new_figure(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for ax, m in zip(axes[0], models, strict=True):
         rows = [r for r in res["rows"] if r["model"] == m]
         bits = sorted({r["bits"] for r in rows})
@@ -210,8 +207,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("test top-1")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

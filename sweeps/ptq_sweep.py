@@ -168,17 +168,14 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
 
 def _plot(run_dir: Path, rows: list[dict[str, Any]]) -> Path:
     """Top-1 vs bit setting (ordered by BOPs), one panel per model x calibration size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from methods.plotting import colormap, new_figure, save_figure
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     calibs = sorted({r["calib"] for r in rows})
-    fig, axes = plt.subplots(len(calibs), len(models), figsize=(5 * len(models), 3.4 * len(calibs)),
-                             squeeze=False, sharey=True)
+    fig, axes = new_figure(len(calibs), len(models), figsize=(5 * len(models), 3.4 * len(calibs)),
+                           squeeze=False, sharey=True)
     methods = sorted({r["method"] for r in rows}, key=_method_rank)
-    colors = plt.get_cmap("tab10")  # explicit: a style's shorter colour cycle would repeat colours
+    colors = colormap("tab10")  # explicit: a style's shorter colour cycle would repeat colours
     for i, calib in enumerate(calibs):
         for j, model in enumerate(models):
             ax = axes[i][j]
@@ -200,10 +197,7 @@ def _plot(run_dir: Path, rows: list[dict[str, Any]]) -> Path:
     fig.legend(handles, labels, fontsize=8, loc="center right")
     fig.suptitle("PTQ sweep: top-1 vs bit width (first/last layer 8 bit)")
     fig.tight_layout(rect=(0, 0, 0.86, 1))
-    path = run_dir / "accuracy_vs_bits.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir / "accuracy_vs_bits.png", dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
