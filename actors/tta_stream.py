@@ -9,8 +9,9 @@ and a `checkpoint` (adapted BN/affine state, ABL statistics, per-domain tallies,
 position). A retried trial receives the checkpoint of its last landed chunk and resumes at that
 stream position, so no batch is counted twice. The maths
 lives in `methods.ttaq` (PTQ + PEM/PCR, ABL), `methods.tta` (adaptation) and `sims.data.digits_c`
-(streams); TTAQ: arXiv:2412.09899. Trial params: `stream_seed`, `bits` ('W2A4' | 'FP'), `tta`
-('none' | a TTA_METHODS name), `ttaq` ('none' | 'pem+pcr+abl' ...), `label_order`.
+(streams); TTAQ: arXiv:2412.09899. Trial params: `stream_seed`, `bits` ('w2a4' | 'fp', a
+`methods.quant.bits` spec), `tta` ('none' | a TTA_METHODS name), `ttaq` ('none' |
+'pem+pcr+abl' ...), `label_order`.
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ import torch
 from actors.task import register_task
 from methods.config_dict import ConfigDict
 from methods.errors import CheckpointError, ConfigError
+from methods.quant.bits import parse_bits
 from methods.tta.stream import StreamAdapter
-from methods.ttaq import TTAQConfig, parse_bits, parse_parts, run_ttaq_ptq
+from methods.ttaq import TTAQ_BITS, TTAQConfig, parse_parts, run_ttaq_ptq
 from sims.data.digits_c import CorruptionStream, CorruptionStreamConfig
 
 LABEL_ORDERS = ("balanced", "imbalanced")
@@ -142,10 +144,11 @@ class TTAStreamTask:
         return x if self.norm is None else (x - self.norm[0]) / self.norm[1]
 
     def quantized(self, bits: str, parts: frozenset[str]) -> torch.nn.Module:
-        wa = parse_bits(bits)
-        key = (wa, "pem" in parts, "pcr" in parts)
-        if wa is None:
+        spec = parse_bits(bits).require(**TTAQ_BITS)
+        if spec.is_fp:
             return self.fp
+        wa = spec.wa
+        key = (wa, "pem" in parts, "pcr" in parts)
         if key not in self.models:
             cfg = TTAQConfig(w_bits=wa[0], a_bits=wa[1], pem=key[1], pcr=key[2],
                              iters=max(self.cfg.ptq_iters, 1),
@@ -155,7 +158,7 @@ class TTAStreamTask:
 
     def _start(self, params: dict[str, Any], seed: int, checkpoint: dict | None, chunk: int):
         parts = parse_parts(params.get("ttaq", "none"))
-        model = copy.deepcopy(self.quantized(str(params.get("bits", "W4A4")), parts))
+        model = copy.deepcopy(self.quantized(params.get("bits", "w4a4"), parts))
         adapter = StreamAdapter(model, params.get("tta", "tent"), self.cfg.num_classes, "abl" in parts, seed)
         stream = CorruptionStream(self.cfg.stream_config(int(params.get("stream_seed", 0)),
                                                          params.get("label_order", "balanced")))

@@ -43,27 +43,15 @@ from torch import nn
 from methods.errors import ConfigError, did_you_mean
 from methods.ptq.common import PTQMethod, PTQResult, ReconPTQConfig
 from methods.quant import calibrate, quant_disabled, quantize_
+from methods.quant.bits import FAKE_QUANT
 from methods.quant.modules import QuantConv2d, _QuantWeightLayer
 from methods.quant.recon import ReconContext, ReconEngine, capture, default_units, lp_loss, run_unit
 from methods.registry import register_method
 
 PEM_MODES = ("covariance", "lipschitz")
 PARTS = ("pem", "pcr", "abl")
-
-
-def parse_bits(text: str) -> tuple[int, int] | None:
-    """'W2A4' -> (2, 4); 'FP' -> None (the full-precision model)."""
-    t = str(text).strip().upper()
-    if t == "FP":
-        return None
-    try:
-        w, a = t.removeprefix("W").split("A")
-        bits = int(w), int(a)
-    except ValueError:
-        bits = None
-    if bits is None or not all(2 <= b <= 16 for b in bits):
-        raise ConfigError(f"bits must look like 'W2A4' (2..16 bits each) or 'FP', got {text!r}.")
-    return bits
+#: The bits TTAQ takes (`methods.quant.bits`): 'fp' (no PTQ) or w2..16 a2..16, no kv, no overrides.
+TTAQ_BITS = {**FAKE_QUANT, "who": "TTAQ"}
 
 
 def parse_parts(text: str) -> frozenset[str]:

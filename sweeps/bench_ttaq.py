@@ -1,7 +1,7 @@
 """Benchmark: TTAQ on digits-C continual streams — mean error for FP, PTQ+Tent and PTQ+TTAQ(+Tent),
 and the stream rows/s the farm sustains with 1 and 2 stream actors.
 
-    python sweeps/bench_ttaq.py                         # 3 seeds, W2A4 + W4A4, balanced + imbalanced
+    python sweeps/bench_ttaq.py                         # 3 seeds, w2a4 + w4a4, balanced + imbalanced
     python sweeps/bench_ttaq.py --seeds 1 --iters 30 --skip-farm
 
 Accuracy part (pure Python, no Ray): per seed, 256 clean training digits calibrate (a per-seed draw),
@@ -40,8 +40,9 @@ import torch
 
 from actors.tta_stream import DIGITS_C
 from cluster.rundir import create_run_dir, environment_record, resolve_results_root, write_run_json
+from methods.quant.bits import BitsError, canonical_bits_list, parse_bits
 from methods.tta.stream import StreamAdapter
-from methods.ttaq import TTAQConfig, parse_bits, run_ttaq_ptq
+from methods.ttaq import TTAQ_BITS, TTAQConfig, run_ttaq_ptq
 from sims.data.digits import load_digits_split
 from sims.data.digits_c import CorruptionStream, CorruptionStreamConfig
 
@@ -77,10 +78,10 @@ def accuracy_part(args, fp: torch.nn.Module, deadline: float) -> tuple[list[dict
                 err = mean_error(model, batches, tta, abl, seed)
                 results.setdefault((method, bits, order), []).append(err)
 
-        record("FP", "FP32", fp, "none")
-        record("FP+Tent", "FP32", fp, "tent")
+        record("FP", "fp", fp, "none")
+        record("FP+Tent", "fp", fp, "tent")
         for bits in args.bits.split(","):
-            w, a = parse_bits(bits)
+            w, a = parse_bits(bits).wa
             base = dict(w_bits=w, a_bits=a, iters=args.iters, batch_size=32)
             qdrop = run_ttaq_ptq(fp, calib, TTAQConfig(**base, pem=False, pcr=False), seed).model
             ttaq = run_ttaq_ptq(fp, calib, TTAQConfig(**base, pem=True, pcr=True), seed).model
@@ -119,7 +120,7 @@ def farm_part(actor_counts: list[int], out_root: Path) -> list[dict[str, Any]]:
     try:
         for n in actor_counts:
             task = TTAStreamTaskConfig(ptq_iters=0, n_batches=14, batches_per_domain=7)
-            cfg = TTAQStreamConfig(task=task, stream_seeds=(0, 1), bits=("W4A4",), tta=("tent",),
+            cfg = TTAQStreamConfig(task=task, stream_seeds=(0, 1), bits=("w4a4",), tta=("tent",),
                                    ttaq=("none",))
             cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, actors=n))
             run_dir = create_run_dir(out_root, "bench_ttaq_farm", f"actors{n}-{int(time.time())}")
@@ -184,7 +185,7 @@ def delta(rows, bits: str, order: str, a: str, b: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--bits", default="W2A4,W4A4")
+    p.add_argument("--bits", default="w2a4,w4a4", help="comma-separated quantized bits specs")
     p.add_argument("--iters", type=int, default=60, help="reconstruction iterations per block")
     p.add_argument("--calib", type=int, default=256)
     p.add_argument("--severity", type=int, default=3)
@@ -192,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-farm", action="store_true")
     p.add_argument("--out", help="results root (default: $EVFARM_RESULTS, else ./results)")
     args = p.parse_args(argv)
+    try:  # canonical spelling ('w2a4') in rows and summary keys, whatever was typed
+        args.bits = ",".join(canonical_bits_list(args.bits.split(","), **{**TTAQ_BITS, "fp": False}))
+    except BitsError as e:
+        p.error(str(e))
     torch.set_num_threads(1)
     start = time.perf_counter()
     farm_reserve = 0.0 if args.skip_farm else 120.0

@@ -1,14 +1,14 @@
 """TTAQ stream sweep: continual-corruption TTA streams of quantized models through the farm.
 
     python sweeps/ttaq_stream.py            # digits-C: 3 bits x 3 TTA x 3 TTAQ parts x 2 label orders
-    python sweeps/ttaq_stream.py --set 'tta=["tent"]' --set 'bits=["W2A4"]'
+    python sweeps/ttaq_stream.py --set 'tta=["tent"]' --set 'bits=["w2a4"]'
     python sweeps/ttaq_stream.py --source cifar10c --root /data/CIFAR-10-C --calib clean.npy \\
         --arch resnet18 --checkpoint resnet18_cifar.safetensors --set task.num_classes=10
     python sweeps/ttaq_stream.py --source imagenetc --root /data/ImageNet-C --calib clean.npy \\
         --arch resnet50 --checkpoint r50.safetensors --set task.num_classes=1000 \\
         --set 'task.input_mean=[0.485,0.456,0.406]' --set 'task.input_std=[0.229,0.224,0.225]'
 
-Grid: stream seeds × bits (W2A4, W4A4, W8A8; 'FP' allowed) × TTA method (bn_adapt, tent, cotta) ×
+Grid: stream seeds × bits (w2a4, w4a4, w8a8; 'fp' allowed) × TTA method (bn_adapt, tent, cotta) ×
 TTAQ parts ('none' = QDrop PTQ; 'pem+pcr'; 'pem+pcr+abl') × label order (balanced; imbalanced =
 RoTTA's Dirichlet order). Each trial is one stream held by a `tta_stream_cpu1` actor
 (`actors/tta_stream.py`); every chunk of `task.n_batches` batches lands one `row_kind="stream"` row
@@ -35,9 +35,10 @@ from cluster.results import read_table
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
 from methods.errors import ConfigError
+from methods.quant.bits import canonical_bits_list
 from methods.tta import TTA_METHODS
 from methods.tta.stream import NO_TTA
-from methods.ttaq import parse_bits, parse_parts
+from methods.ttaq import TTAQ_BITS, parse_parts
 from sims.data.digits_c import CorruptionStream
 
 SWEEP = "ttaq_stream"
@@ -49,15 +50,14 @@ class TTAQStreamConfig:
     study: StudyConfig = StudyConfig(sampler="grid", actors=2, profile="tta_stream_cpu1")
     task: TTAStreamTaskConfig = field(default_factory=TTAStreamTaskConfig)
     stream_seeds: tuple[int, ...] = (0,)
-    bits: tuple[str, ...] = ("W2A4", "W4A4", "W8A8")
+    bits: tuple[str, ...] = ("w2a4", "w4a4", "w8a8")
     tta: tuple[str, ...] = ("bn_adapt", "tent", "cotta")
     ttaq: tuple[str, ...] = ("none", "pem+pcr", "pem+pcr+abl")
     label_orders: tuple[str, ...] = LABEL_ORDERS
     version: int = 1
 
     def __post_init__(self) -> None:
-        for b in self.bits:
-            parse_bits(b)
+        object.__setattr__(self, "bits", canonical_bits_list(self.bits, **TTAQ_BITS))  # rows say 'w2a4'
         for p in self.ttaq:
             parse_parts(p)
         for t in self.tta:

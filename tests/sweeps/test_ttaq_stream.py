@@ -50,7 +50,7 @@ def test_later_chunk_without_state_is_refused_and_bad_params_explain():
 
     with pytest.raises(CheckpointError, match="checkpoint"):
         task.evaluate({"bits": "W4A4"}, seed=0, trial=0, chunk=2, n_chunks=4)
-    with pytest.raises(ConfigError, match="W2A4"):
+    with pytest.raises(ConfigError, match=r"w<W>a<A>.*got '4bit'"):
         task.evaluate({"bits": "4bit"}, seed=0, trial=1, chunk=0, n_chunks=4)
     with pytest.raises(ConfigError, match="calib_path"):
         TTAStreamTaskConfig(source="cifar10c", root="/nowhere")
