@@ -1,6 +1,7 @@
 """Task for the generic evaluator: one roofline "virtual device" analysis per trial.
 
-Thin: parses the trial's parameters and calls `methods.roofline_llm.analyze_llm`; no maths here.
+Thin: parses the trial's parameters (bits with `methods.quant.bits`) and calls
+`methods.roofline_llm.analyze_llm`; no maths here.
 """
 
 from __future__ import annotations
@@ -8,17 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from actors.task import register_task
-from methods.errors import ConfigError
+from methods.quant.bits import parse_bits
 from methods.roofline import RooflineConfig
 from methods.roofline_llm import analyze_llm
 
-
-def parse_bits(text: str) -> tuple[int, int, int]:
-    """'W4A16KV8' or '4-16-8' → (w_bits, a_bits, kv_bits)."""
-    t = str(text).upper().replace("W", " ").replace("KV", " ").replace("A", " ").replace("-", " ").split()
-    if len(t) != 3 or not all(x.isdigit() for x in t):
-        raise ConfigError(f"bits must look like 'W4A16KV8' or '4-16-8', got {text!r}.")
-    return int(t[0]), int(t[1]), int(t[2])
+#: The bits a roofline trial takes (`methods.quant.bits`): w1..16 a1..16, kv optional (absent: same
+#: as the activation bits, LLM-Viewer's rule); 'fp' and per-module overrides are refused.
+ROOFLINE_BITS = {"w": (1, 16), "a": (1, 16), "kv": (1, 16), "fp": False, "who": "roofline"}
 
 
 @register_task("roofline_device")
@@ -31,11 +28,11 @@ class RooflineTask:
     def evaluate(
         self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int
     ) -> dict[str, Any]:
-        w, a, kv = parse_bits(params["bits"])
+        spec = parse_bits(params["bits"]).require(**ROOFLINE_BITS)
         cfg = RooflineConfig(
-            w_bits=w,
-            a_bits=a,
-            kv_bits=kv,
+            w_bits=spec.w,
+            a_bits=spec.a,
+            kv_bits=spec.kv,
             batch=self.batch,
             seq=int(params["seq"]),
             flash=self.flash,

@@ -20,11 +20,12 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.roofline_device import RooflineTask, parse_bits
+from actors.roofline_device import ROOFLINE_BITS, RooflineTask
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
 from methods.errors import ConfigError
+from methods.quant.bits import canonical_bits_list
 from sims.hardware import HARDWARE
 from sims.llm_configs import LLM_CONFIGS
 
@@ -34,7 +35,7 @@ class RooflineSweepConfig:
     study: StudyConfig = StudyConfig(sampler="grid", actors=1)
     models: tuple[str, ...] = ("Llama-2-7b", "opt-6.7b")
     devices: tuple[str, ...] = ("nvidia_A100", "nvidia_H100", "nvidia_jetson_agx_orin_64g")
-    bits: tuple[str, ...] = ("W16A16KV16", "W8A8KV8", "W4A16KV16", "W4A8KV4")
+    bits: tuple[str, ...] = ("w16a16kv16", "w8a8kv8", "w4a16kv16", "w4a8kv4")
     seqs: tuple[int, ...] = (512, 2048)
     batch: int = 1
     flash: bool = False
@@ -49,8 +50,7 @@ class RooflineSweepConfig:
         for d in self.devices:
             if d not in HARDWARE:
                 raise ConfigError(f"Unknown device {d!r}; known: {', '.join(sorted(HARDWARE))}.")
-        for b in self.bits:
-            parse_bits(b)
+        object.__setattr__(self, "bits", canonical_bits_list(self.bits, **ROOFLINE_BITS))  # rows: 'w4a8kv4'
         if self.mode not in ("compat", "corrected"):
             raise ConfigError(f"mode must be 'compat' or 'corrected', got {self.mode!r}.")
 
