@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from methods.errors import ConfigError
-from methods.registry import Registry
+from methods.registry import REPLACE_FIELDS, Registry
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class Profile:
         return opts
 
 
-PROFILES: Registry[Profile] = Registry("actor profile")
+# `PROFILES.create(name, **fields)` is that profile with some fields replaced (e.g. num_gpus=0.25).
+PROFILES: Registry[Profile] = Registry("actor profile", Profile, creator=REPLACE_FIELDS)
 
 PROFILES.register("evaluator_cpu1")(Profile(1.0, description="one-CPU evaluator (demo, small models)"))
 PROFILES.register("calibrator_cpu2")(Profile(2.0, torch_threads=2, description="PTQ calibration worker"))

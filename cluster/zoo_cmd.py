@@ -14,36 +14,12 @@ weights) exits 2 with the error's message. Our own design ([inferred]); the main
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import sys
 from pathlib import Path
 from typing import Any
 
 from methods.errors import CheckpointError, ConfigError, EvfarmUserError
-
-ZOO_MODULES = (
-    "sims.zoo.cnn_bn_digits",
-    "sims.zoo.vit_digits",
-    "sims.zoo.digits_classifier",
-    "sims.zoo.ddpm_digits",
-)
-OPTIONAL_ZOO_MODULES = ("sims.zoo.sam_shapes",)  # written by another part of the project
-
-
-def import_zoo() -> Any:
-    """Import every zoo module so it registers, and return the zoo registry."""
-    for module in ZOO_MODULES:
-        importlib.import_module(module)
-    for module in OPTIONAL_ZOO_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # the module exists but one of its imports is missing: a real bug
-                raise
-    from sims.zoo.registry import ZOO
-
-    return ZOO
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -101,9 +77,10 @@ def _train(zoo: Any, args: argparse.Namespace) -> int:
         kwargs["progress"] = _print_progress
     card = spec.train(args.out, **kwargs)
     where = args.out if args.out is not None else "sims/zoo/weights"
+    params = card.get("param_count", card.get("params"))
     print(
         f"trained {spec.name}: {spec.metric}={_fmt(card.get(spec.metric))} "
-        f"wall_time_s={card.get('wall_time_s')} params={card.get('param_count', card.get('params'))} -> {where}"
+        f"wall_time_s={card.get('wall_time_s')} params={params} -> {where}"
     )
     return 0
 
@@ -136,7 +113,8 @@ def _check(zoo: Any, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Execute `evfarm zoo <action>`; 0 ok, 1 metric mismatch, 2 bad input."""
     try:
-        zoo = import_zoo()
+        from sims.zoo import ZOO as zoo  # importing the package registers every zoo model
+
         if args.zoo_action == "list":
             return _list(zoo)
         if args.zoo_action == "train":

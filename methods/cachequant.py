@@ -52,7 +52,6 @@ from methods.quant.modules import QuantConv2d, _QuantWeightLayer
 from methods.quant.observers import Observer
 from methods.quant.primitives import choose_qparams
 from methods.quant.quantizers import QuantizerBase, TimestepQuantizer
-from methods.registry import register_method
 
 CQ_SCHEDULES = (*SCHEDULES, "dps", "qdps")
 #: The bits CacheQuant takes (`methods.quant.bits`): 'fp' or w2..16 a2..16, no kv, no overrides.
@@ -498,10 +497,10 @@ def _fit_quant_dec(dc, scheduler, steps, refresh, noise, clock, cache_fix, cond,
     report["quant_dec_mse_before"], report["quant_dec_mse_after"] = _mean_errors(errs)
 
 
-@register_method("cachequant")
 def cachequant_method(unet, scheduler, steps, config=None, calib_noise=None, cond=None,
                       memo=None) -> CacheQuantSampler:
-    """Registry entry: `prepare_cachequant` with defaults (calibration noise seeded `config.seed`)."""
+    """`DIFFUSION_METHODS` entry (methods/diffusion.py): `prepare_cachequant` with defaults
+    (calibration noise seeded `config.seed`)."""
     config = config or CacheQuantConfig()
     if calib_noise is None:
         size = unet.config.sample_size

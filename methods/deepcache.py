@@ -35,7 +35,6 @@ from torch import nn
 
 from methods.errors import ConfigError, did_you_mean
 from methods.metrics.macs import count_macs
-from methods.registry import register_method
 
 SCHEDULES = ("uniform", "nonuniform")
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
@@ -378,8 +377,23 @@ def loop_macs(macs: dict[str, int], steps: int, refresh: list[int] | tuple[int, 
     return {"loop_macs": float(total), "mac_speedup": steps * macs["full"] / total}
 
 
-@register_method("deepcache")
-def deepcache_method(unet: nn.Module, config: DeepCacheConfig | None = None) -> DeepCacheUNet:
-    """Registry entry: the U-Net wrapped for caching at `config.branch`."""
+@dataclass
+class DeepCacheSampler:
+    """`sample(noise)` runs `sample_loop` with fixed refresh steps (every step: the plain sampler)."""
+
+    dc: DeepCacheUNet
+    scheduler: Any
+    steps: int
+    refresh: list[int]
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        return sample_loop(self.dc, self.scheduler, noise, self.steps, self.refresh, cond=cond)
+
+
+def deepcache_method(unet: nn.Module, scheduler: Any, steps: int, config: DeepCacheConfig | None = None,
+                     calib_noise: torch.Tensor | None = None, cond: dict | None = None) -> DeepCacheSampler:
+    """`DIFFUSION_METHODS` entry (methods/diffusion.py): the U-Net cached at `config.branch` with
+    the config's refresh schedule. DeepCache needs no calibration: `calib_noise` and `cond` are unused."""
     config = config or DeepCacheConfig()
-    return DeepCacheUNet(unet, config.branch)
+    return DeepCacheSampler(DeepCacheUNet(unet, config.branch), scheduler, steps, config.refresh_steps(steps))

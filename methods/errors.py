@@ -33,6 +33,10 @@ class DuplicateNameError(EvfarmError):
     """Two extensions registered under one name (a programming error, caught at import)."""
 
 
+class EntryTypeError(EvfarmError, TypeError):
+    """An object registered in a registry is not of that registry's entry type (caught at import)."""
+
+
 class CheckpointError(EvfarmUserError):
     """A checkpoint or data file is missing, corrupted or of the wrong kind."""
 

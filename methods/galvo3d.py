@@ -33,7 +33,6 @@ from scipy.optimize import least_squares
 from threadpoolctl import threadpool_limits
 
 from methods.errors import ConfigError
-from methods.registry import register_method
 
 INTRINSICS = ("fx", "fy", "cx", "cy", "k1", "k2")
 MIRROR_FIELDS = ("axis_a", "axis_b", "shift_a", "shift_b", "normal_a", "normal_b", "gain")
@@ -315,7 +314,6 @@ def calibrate_laser(design: ScannerDesign, x0: np.ndarray, u: np.ndarray, v_cam:
     return _fit(resid, np.asarray(x0, dtype=float), design.index("laser"), max_nfev, prior)
 
 
-@register_method("galvo3d")
 def calibrate_joint(design: ScannerDesign, x0: np.ndarray, u: np.ndarray, v_cam: np.ndarray,
                     v_laser: np.ndarray, X: np.ndarray, max_nfev: int = 300,
                     prior: tuple | None = None) -> FitResult:

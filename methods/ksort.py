@@ -207,6 +207,7 @@ class KSortRanker(BaseRanker):
     """K-Sort Arena: Gaussian skills, K-wise full-pairing updates, pivot + UCB matchmaking."""
 
     name = "ksort"
+    config_cls = KSortConfig
 
     def __init__(self, models: Iterable[str] = (), config: KSortConfig | None = None) -> None:
         self.config = config or KSortConfig()

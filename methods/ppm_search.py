@@ -31,18 +31,29 @@ from typing import Any
 import numpy as np
 
 from methods.errors import ConfigError
-from methods.registry import Registry, register_method
+from methods.registry import Registry, config_from_dict
 from methods.route import plan_route
 
 
 @dataclass(frozen=True)
 class SearchMethod:
+    """A registered strategy: its config class and `run(session, config, rng) -> list[Track]`."""
+
     name: str
     config_cls: type
     run: Callable[[Any, Any, np.random.Generator], list[Track]]
 
+    def create(self, **config: Any) -> Callable[[Any, np.random.Generator], list[Track]]:
+        """This strategy with `config` bound (unknown keys refused): call it as `search(session, rng)`."""
+        cfg = config_from_dict(self.config_cls, config)
 
-SEARCH_METHODS: Registry[SearchMethod] = Registry("search method")
+        def search(session: Any, rng: np.random.Generator) -> list[Track]:
+            return self.run(session, cfg, rng)
+
+        return search
+
+
+SEARCH_METHODS: Registry[SearchMethod] = Registry("search method", SearchMethod)
 MERGE_L1_V = 0.12   # duplicate-merge radius of the authors' code, used by the one-round baselines
 
 
@@ -395,7 +406,3 @@ def ppm_probability_search(session: Any, cfg: PPMSearchConfig, rng: np.random.Ge
     if cfg.confirm:
         tracks = [t for t in tracks if len(t.shots) > t.misses]
     return tracks
-
-
-# The project-wide method registry lists the paper's method itself (its SearchMethod spec).
-register_method("ppm_search")(SEARCH_METHODS.get("ppm_search"))

@@ -28,12 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.deepcache import DeepCacheUNet, sample_loop
+from methods.deepcache import DeepCacheSampler, DeepCacheUNet, sample_loop
 from methods.errors import ConfigError
 from methods.quant import QuantConfig, calibrate, check_ready_for_eval, finalize_for_eval, quantize_
 from methods.quant.modules import QuantConv2d
 from methods.quant.quantizers import QuantizerBase
-from methods.registry import register_method
 
 
 class SplitActQuant(QuantizerBase):
@@ -185,13 +184,14 @@ def qdiffusion_quantize(
     return qmodel.eval()
 
 
-@register_method("qdiffusion")
-def qdiffusion_method(unet, scheduler, steps, config=None, calib_noise=None, cond=None):
-    """Registry entry: `qdiffusion_quantize` with defaults (calibration noise seeded 0 if not given)."""
+def qdiffusion_method(unet, scheduler, steps, config=None, calib_noise=None, cond=None) -> DeepCacheSampler:
+    """`DIFFUSION_METHODS` entry (methods/diffusion.py): `qdiffusion_quantize` with defaults
+    (calibration noise seeded 0 if not given), sampled at every step."""
     config = config or QDiffusionConfig()
     if calib_noise is None:
         size = unet.config.sample_size
         size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
         calib_noise = torch.randn((config.cali_n, unet.config.in_channels, *size),
                                   generator=torch.Generator().manual_seed(0))
-    return qdiffusion_quantize(unet, scheduler, steps, config, calib_noise, cond)
+    qmodel = qdiffusion_quantize(unet, scheduler, steps, config, calib_noise, cond)
+    return DeepCacheSampler(DeepCacheUNet(qmodel, 0), scheduler, steps, list(range(steps)))

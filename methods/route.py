@@ -12,17 +12,26 @@ Long, Zhao, Chen, Gu, Gu; arXiv 2405.04589 (2024).
   mirror never returns to its start, so the closing edge is not counted).
 
 Every planner returns a permutation of the shot indices (each shot visited exactly once).
+Planners take no config: `ROUTE_PLANNERS.create(name)` is the planner function itself.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from methods.errors import ConfigError
-from methods.registry import Registry
+from methods.registry import CONFIG_LESS, Registry
 
-ROUTE_PLANNERS: Registry[Callable[..., np.ndarray]] = Registry("route planner")
+
+@runtime_checkable
+class RoutePlanner(Protocol):
+    """`planner(points (N, 2), start (2,) | None) -> order`, a permutation of 0..N-1."""
+
+    def __call__(self, points: np.ndarray, start: np.ndarray | None = None) -> np.ndarray: ...
+
+
+ROUTE_PLANNERS: Registry[RoutePlanner] = Registry("route planner", RoutePlanner, creator=CONFIG_LESS)
 
 
 def _as_points(points: np.ndarray) -> np.ndarray:

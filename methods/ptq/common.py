@@ -4,6 +4,7 @@ model, times calibration, finalises for evaluation and writes the report [our de
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,6 +114,10 @@ class PTQMethod:
     def make_config(self, **kwargs: Any):
         return self.config_cls.from_dict(kwargs)
 
+    def create(self, **config: Any) -> Callable[..., PTQResult]:
+        """This method with `config` bound: call it as `quantize(model, calib_x, seed=0, forward_fn=None)`."""
+        return functools.partial(self.run, config=self.make_config(**config))
+
     def run(
         self,
         model: nn.Module,
@@ -150,7 +155,7 @@ class PTQMethod:
         return PTQResult(qmodel, report)
 
 
-PTQ_METHODS: Registry[PTQMethod] = Registry("PTQ method")
+PTQ_METHODS: Registry[PTQMethod] = Registry("PTQ method", PTQMethod, home="methods.ptq")
 
 
 def register_ptq(name: str, config_cls: type, description: str = "") -> Callable[[Body], Body]:

@@ -1,7 +1,8 @@
 """Rankers behind one interface: K-Sort Arena (methods/ksort.py) and its baselines, one per file.
 
 Importing this package registers every ranker in `RANKERS`: "ksort", "elo", "bradley_terry",
-"trueskill" and "openskill". Build one with `make_ranker(name, models, config)`.
+"trueskill" and "openskill". Build one with `make_ranker(name, models, config)` (a config object)
+or `RANKERS.create(name, **config)` (a flat dict of config fields; add models with `add_model`).
 """
 from __future__ import annotations
 

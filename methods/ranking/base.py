@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from methods.errors import EvfarmUserError, UnknownNameError, did_you_mean
-from methods.registry import Registry
+from methods.registry import Registry, config_from_dict
 
 VOTE_MODES = ("best", "rank")
 
@@ -126,6 +126,7 @@ class BaseRanker:
     """
 
     name = "base"
+    config_cls: type | None = None  # each registered ranker sets its frozen config class
 
     def __init__(self, models: Iterable[str] = ()) -> None:
         self._names: list[str] = []
@@ -134,6 +135,13 @@ class BaseRanker:
         self.n_votes = 0
         for m in models:
             self.add_model(m)
+
+    @classmethod
+    def create(cls, **config: Any) -> BaseRanker:
+        """A fresh ranker without models, its config built from `config` (unknown keys refused)."""
+        if cls.config_cls is None:
+            return cls()
+        return cls(config=config_from_dict(cls.config_cls, config))  # type: ignore[call-arg]
 
     # --- bookkeeping -------------------------------------------------------------------------
     @property
@@ -238,5 +246,5 @@ class BaseRanker:
         return {"scores": self.scores(), "comparisons": self.comparisons()}
 
 
-RANKERS: Registry[Any] = Registry("ranker")
+RANKERS: Registry[type[BaseRanker]] = Registry("ranker", BaseRanker, classes=True, home="methods.ranking")
 register_ranker = RANKERS.register

@@ -117,6 +117,7 @@ class BradleyTerryRanker(BaseRanker):
     """Bradley–Terry MLE over all votes so far, refitted lazily; random matchmaking."""
 
     name = "bradley_terry"
+    config_cls = BradleyTerryConfig
 
     def __init__(self, models: Iterable[str] = (), config: BradleyTerryConfig | None = None) -> None:
         self.config = config or BradleyTerryConfig()

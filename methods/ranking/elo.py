@@ -54,6 +54,7 @@ class EloRanker(BaseRanker):
     """Online Elo with random matchmaking (Chatbot Arena settings by default)."""
 
     name = "elo"
+    config_cls = EloConfig
 
     def __init__(self, models: Iterable[str] = (), config: EloConfig | None = None) -> None:
         self.config = config or EloConfig()

@@ -62,6 +62,7 @@ class OpenSkillRanker(BaseRanker):
     """Ratings kept as openskill rating objects; votes through `model.rate(teams, ranks)`."""
 
     name = "openskill"
+    config_cls = OpenSkillConfig
 
     def __init__(self, models: Iterable[str] = (), config: OpenSkillConfig | None = None) -> None:
         if _osm is None:

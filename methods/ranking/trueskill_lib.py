@@ -70,6 +70,7 @@ class TrueSkillRanker(BaseRanker):
     """Ratings kept as `trueskill.Rating`; free-for-all votes through `TrueSkill.rate`."""
 
     name = "trueskill"
+    config_cls = TrueSkillConfig
 
     def __init__(self, models: Iterable[str] = (), config: TrueSkillConfig | None = None) -> None:
         ts = require_trueskill()

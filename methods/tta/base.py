@@ -23,6 +23,7 @@ Our design [inferred]:
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -211,8 +212,12 @@ class TTAEntry:
             )
         return self.method_cls(model, config, logit_adjust, seed)
 
+    def create(self, **config: Any) -> Callable[..., TTAMethod]:
+        """This method with `config` bound: call it as `build(model, logit_adjust=None, seed=0)`."""
+        return functools.partial(self.build, config=self.make_config(**config))
 
-TTA_METHODS: Registry[TTAEntry] = Registry("TTA method")
+
+TTA_METHODS: Registry[TTAEntry] = Registry("TTA method", TTAEntry, home="methods.tta")
 
 
 def register_tta(name: str, config_cls: type, description: str = ""):

@@ -56,13 +56,22 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
-from methods.errors import ConfigError, EvfarmError, UnknownNameError, did_you_mean
+from methods.errors import ConfigError, EvfarmError
+from methods.registry import CONFIG_LESS, Registry
 
-Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+
+@runtime_checkable
+class Corruption(Protocol):
+    """`fn(image (H, W), severity 1..5, rng) -> image` (the interface in the module docstring)."""
+
+    def __call__(self, image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
 SEVERITIES = (1, 2, 3, 4, 5)
 MIN_SIZE = 8
 _GLOBAL_RNG_LOCK = threading.RLock()
@@ -378,20 +387,15 @@ OWN_IMPLEMENTATIONS = frozenset({"impulse_noise", "glass_blur", "fog", "gaussian
 DETERMINISTIC = frozenset(
     {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression", "gaussian_blur"}
 )
-CORRUPTIONS: dict[str, Corruption] = {
-    name: globals()[name] for name in COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS
-}
+# In ImageNet-C order (`ordered`); corruptions take no config: `create(name)` is the function.
+CORRUPTIONS: Registry[Corruption] = Registry("corruption", Corruption, creator=CONFIG_LESS, ordered=True)
+for _name in COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS:
+    CORRUPTIONS.register(_name)(globals()[_name])
 
 
 def get_corruption(name: str) -> Corruption:
-    """The corruption function registered under `name`."""
-    try:
-        return CORRUPTIONS[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"Unknown corruption {name!r}. {did_you_mean(name, CORRUPTIONS)} "
-            f"Known, in ImageNet-C order: {', '.join(CORRUPTIONS)}."
-        ) from None
+    """The corruption function registered under `name` (an unknown name lists the closest)."""
+    return CORRUPTIONS.get(name)
 
 
 def corruption_seed(base_seed: int, name: str, severity: int, index: int) -> int:

@@ -1,9 +1,10 @@
 """The reference-model zoo: name → how to build, train, load and describe a tiny model.
 
-Each zoo model registers a `ZooSpec` (house rule 1). Weights are committed as safetensors under
-`sims/zoo/weights/<name>.safetensors` next to a model card `<name>.md` and the card's measured
-figures `<name>.json`; `evfarm zoo train NAME` reruns the deterministic training script.
-Loading never unpickles: safetensors only.
+Each zoo model registers a `ZooSpec` (house rule 1); importing the `sims.zoo` package registers
+all of them. Weights are committed as safetensors under `sims/zoo/weights/<name>.safetensors` next
+to a model card `<name>.md` and the card's measured figures `<name>.json`; `evfarm zoo train NAME`
+reruns the deterministic training script. `ZOO.create(name)` is the model with its committed
+weights (`load_zoo_model`); zoo models take no config. Loading never unpickles: safetensors only.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -43,9 +44,14 @@ class ZooSpec:
     metric: str
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    config_cls: ClassVar[type | None] = None  # a zoo model is fixed by its committed weights
+
+    def create(self) -> nn.Module:
+        """The model with its committed weights, in eval mode on the CPU (`load_zoo_model`)."""
+        return load_zoo_model(self.name)
 
 
-ZOO: Registry[ZooSpec] = Registry("zoo model")
+ZOO: Registry[ZooSpec] = Registry("zoo model", ZooSpec, home="sims.zoo")
 
 
 def register_zoo(spec: ZooSpec) -> ZooSpec:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from tiny_diffusion import tiny_scheduler, tiny_unet
 
 from methods.cachequant import (
     CacheQuantConfig,
@@ -29,8 +30,6 @@ from methods.errors import ConfigError
 from methods.quant import check_ready_for_eval
 
 STEPS = 8
-
-from tiny_diffusion import tiny_scheduler, tiny_unet
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -159,10 +158,16 @@ def test_config_bits_use_the_one_bits_spec():
             CacheQuantConfig(bits=bad)
 
 
-def test_methods_are_registered():
-    import methods.cachequant  # noqa: F401
-    import methods.deepcache  # noqa: F401
-    import methods.qdiffusion  # noqa: F401
-    from methods.registry import METHODS
+def test_diffusion_methods_share_one_prepare_and_sample_signature():
+    from methods.diffusion import DIFFUSION_METHODS, DiffusionSampler
 
-    assert {"cachequant", "deepcache", "qdiffusion"} <= set(METHODS.names())
+    assert DIFFUSION_METHODS.names() == ["cachequant", "deepcache", "qdiffusion"]
+    unet, sched = tiny_unet(), tiny_scheduler()
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    small = {"cachequant": {"interval": 3, "bits": "w8a8", "calib_samples": 2, "dps_samples": 2},
+             "deepcache": {"interval": 3}, "qdiffusion": {"cali_n": 2, "cali_st": 2}}
+    for name, config in small.items():
+        sampler = DIFFUSION_METHODS.create(name, **config)(unet, sched, STEPS)
+        assert isinstance(sampler, DiffusionSampler)
+        x0 = sampler.sample(noise)
+        assert x0.shape == noise.shape and torch.isfinite(x0).all(), name
