@@ -2,20 +2,31 @@
 
     python sweeps/bench_ptq.py                       # both models, w4a4 and w2a4, 3 seeds
     python sweeps/bench_ptq.py --models cnn-bn-digits --bits w4a4 --seeds 1 --iters 20
+    python sweeps/bench_ptq.py --models cnn-bn-digits --methods minmax,qdrop,mgrq:lambda_global=0
+    python sweeps/bench_ptq.py --set calib=64 --set weight_lr=1e-3 --set plot=false --dry-run
 
 For each zoo model (`cnn-bn-digits`, `vit-digits`), bit setting and method: quantize a copy with
-`methods.ptq.PTQ_METHODS`, calibrate on `--calib` training images drawn per seed, and measure top-1
-on the whole test split; mean ± std over `--seeds` seeds, plus calibration seconds (quantize +
-calibrate + reconstruct). Reconstruction methods run `--iters` iterations per unit, batch 32, with
-the AdaRound lr raised to `--weight-lr` 1e-2 (the papers use 20 000 iterations at 1e-3 on ImageNet;
+`methods.ptq.PTQ_METHODS`, calibrate on `calib` training images drawn per seed, and measure top-1
+on the whole test split; mean ± std over `seeds` seeds, plus calibration seconds (quantize +
+calibrate + reconstruct). Reconstruction methods run `iters` iterations per unit, batch 32, with
+the AdaRound lr raised to `weight_lr` 1e-2 (the papers use 20 000 iterations at 1e-3 on ImageNet;
 at 100 iterations and 1e-3 V barely moves from nearest rounding — measured on cnn-bn-digits W2A4:
 QDrop 0.66 at lr 1e-3 vs 0.96 at 1e-2). This is a tiny-scale check of direction, not of magnitude.
 First/last layer at 8 bits for every method. Expected direction (reference/quant.md § 6.4, § 7):
 reconstruction > min-max at low bits, MGRQ >= BRECQ/QDrop; the table reports what is measured.
 
 If a zoo model's committed weights are missing, a stand-in with the zoo architecture is trained here
-(`--standin-steps`) and the output says so. Writes bench.json, run.json and top1_vs_bits.png into
-results/bench_ptq/<run_id>/; the last line is `summary: key=value ...`.
+(`standin_steps`) and the output says so.
+
+Common flags as for every sweep (`--config`, `--set`, `--out`, `--run-id`, `--dry-run`;
+cluster/bench_cli.py); the knobs are the fields of `PTQBenchConfig` (`--models`, `--bits`,
+`--methods`, `--seeds`, `--iters` are shorthands, comma-separated where they take lists). Writes
+bench.json, run.json, top1.csv/.md, claims.csv/.md and top1_vs_bits.png into
+results/bench_ptq/<run_id>/; the last line is `summary: key=value ...` (`cnn.fp=`, `cnn.w4a4.qdrop=`
+mean top-1, ...). With ≥ 2 seeds it adds the direction claims, paired by seed (every method
+calibrates on the same per-seed draw), as mean top-1 difference with its 95% t-interval and a
+verdict (`supported` only when the CI excludes 0): `<model>.<bits>.<method>_vs_minmax` for every
+other method when `minmax` ran, and `<model>.<bits>.mgrq_vs_brecq` / `mgrq_vs_qdrop` when they ran.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +48,9 @@ import torch
 from torch import nn
 
 from actors.calibration_worker import PTQ_BITS
-from cluster.rundir import create_run_dir, environment_record, resolve_results_root, write_run_json
+from cluster.bench_cli import BenchRun, Shorthand, run_bench, shorthands
+from methods.errors import ConfigError, did_you_mean
+from methods.metrics.stats import paired_difference
 from methods.ptq import PTQ_METHODS
 from methods.quant.bits import BitsError, canonical_bits_list, parse_bits
 from sims.data.digits import load_digits_split
@@ -52,6 +66,49 @@ VIT_STANDIN = {
     "num_heads": 2,
     "mlp_ratio": 2.0,
 }
+
+
+@dataclass(frozen=True)
+class PTQBenchConfig:
+    models: tuple[str, ...] = ("cnn-bn-digits", "vit-digits")
+    bits: tuple[str, ...] = ("w4a4", "w2a4")  # quantized bits specs, stored in canonical spelling
+    methods: tuple[str, ...] = ()  # default: all registered; 'name:key=value' overrides a config field
+    seeds: int = 3
+    calib: int = 128  # calibration images per seed
+    iters: int = 60  # reconstruction iterations per unit
+    weight_lr: float = 1e-2  # AdaRound V lr (papers: 1e-3 over 20 000 iterations; see the docstring)
+    act_lr: float | None = None  # LSQ step lr (None: each method's own)
+    standin_steps: int = 1500  # training steps of a stand-in when zoo weights are missing
+    plot: bool = True
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.version != 1:
+            raise ConfigError(f"PTQBenchConfig version must be 1; received {self.version}.")
+        # canonical spelling ('w4a4') in rows and summary keys, whatever was typed
+        object.__setattr__(self, "bits", canonical_bits_list(self.bits, **PTQ_BITS))
+        known = PTQ_METHODS.names()
+        for method in self.methods:
+            name = method.split(":")[0]
+            if name not in known:
+                raise ConfigError(f"methods: {name!r} is not a registered PTQ method; expected some of "
+                                  f"{', '.join(known)}. {did_you_mean(name, known)}")
+        if not self.models or not self.bits or self.seeds < 1 or self.calib < 1 or self.iters < 1:
+            raise ConfigError(f"need at least one model and bits setting, seeds, calib and iters >= 1; "
+                              f"received models={list(self.models)}, bits={list(self.bits)}, seeds="
+                              f"{self.seeds}, calib={self.calib}, iters={self.iters}.")
+
+
+def _bits_flag(text: str) -> list[str]:
+    """`--bits w4a4,w2a4`: validated here so a bad spelling stops before any work."""
+    try:
+        return list(canonical_bits_list(text.split(","), **PTQ_BITS))
+    except BitsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _list_flag(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
 
 
 def parse_override(text: str, config_cls: type) -> tuple[str, Any]:
@@ -119,16 +176,16 @@ def load_model(name: str, standin_steps: int) -> tuple[nn.Module, str]:
         return train_standin(name, standin_steps), f"STAND-IN trained here ({standin_steps} steps)"
 
 
-def bench(args: argparse.Namespace) -> dict[str, Any]:
+def bench(args: PTQBenchConfig) -> dict[str, Any]:
     x_train, _ = load_digits_split("train", IMAGE_SIZE)
     x_test, y_test = load_digits_split("test", IMAGE_SIZE)
-    methods = args.methods.split(",") if args.methods else PTQ_METHODS.names()
+    methods = list(args.methods) if args.methods else PTQ_METHODS.names()
     rows, sources, fp_top1 = [], {}, {}
-    for model_name in args.models.split(","):
+    for model_name in args.models:
         model, sources[model_name] = load_model(model_name, args.standin_steps)
         fp_top1[model_name] = top1(model, x_test, y_test)
         print(f"{model_name}: {sources[model_name]}, FP top-1 {fp_top1[model_name]:.4f}", flush=True)
-        for bits in args.bits.split(","):
+        for bits in args.bits:
             w_bits, a_bits = parse_bits(bits).wa
             for method in methods:
                 name, *overrides = method.split(":")  # e.g. mgrq:lambda_global=0:lambda_local=0
@@ -167,19 +224,31 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "sources": sources, "fp_top1": fp_top1}
 
 
-def table(res: dict[str, Any]) -> str:
-    lines = [
-        "| model | bits | method | top-1 (mean ± std) | calib s (wall) | calib s (cpu) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m, acc in res["fp_top1"].items():
-        lines.append(f"| {m} | FP32 | — | {acc:.4f} | — | — |")
-    for r in res["rows"]:
-        lines.append(
-            f"| {r['model']} | {r['bits']} | {r['method']} | {r['top1_mean']:.4f} ± {r['top1_std']:.4f} "
-            f"| {r['calib_s_mean']:.1f} | {r.get('calib_cpu_s_mean', float('nan')):.1f} |"
-        )
-    return "\n".join(lines)
+def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"model": m, "bits": "fp32", "method": "-", "top1_mean": acc, "top1_std": None, "seeds": None,
+             "calib_s": None, "calib_cpu_s": None} for m, acc in res["fp_top1"].items()]
+    rows += [{"model": r["model"], "bits": r["bits"], "method": r["method"], "top1_mean": r["top1_mean"],
+              "top1_std": r["top1_std"], "seeds": len(r["top1"]), "calib_s": r["calib_s_mean"],
+              "calib_cpu_s": r.get("calib_cpu_s_mean", float("nan"))} for r in res["rows"]]
+    return rows
+
+
+def claims(run: BenchRun, res: dict[str, Any], key_of) -> dict[str, Any]:
+    """The docstring's direction claims, paired by seed, where both methods ran on >= 2 seeds."""
+    out: dict[str, Any] = {}
+    by = {(r["model"], r["bits"], r["method"]): r for r in res["rows"]}
+    for (model, bits, method), r in by.items():
+        pairs = [("minmax", "reconstruction beats min-max")] if method != "minmax" else []
+        if method == "mgrq":
+            pairs += [("brecq", "MGRQ >= BRECQ"), ("qdrop", "MGRQ >= QDrop")]
+        for base, what in pairs:
+            other = by.get((model, bits, base))
+            if other is None or len(r["top1"]) < 2:
+                continue
+            est = paired_difference(r["top1"], other["top1"])
+            out.update(run.claim(key_of(model, bits, f"{method}_vs_{base}"), est,
+                                 what=f"{what} ({model} {bits}, top-1)"))
+    return out
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
@@ -210,61 +279,51 @@ def plot(res: dict[str, Any], path: Path) -> None:
     save_figure(fig, path, dpi=100)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="cnn-bn-digits,vit-digits")
-    ap.add_argument("--bits", default="w4a4,w2a4", help="comma-separated quantized bits specs")
-    ap.add_argument(
-        "--methods",
-        default="",
-        help="comma-separated subset (default: all registered); 'name:key=value' overrides a config field, "
-        "e.g. mgrq:lambda_global=0:lambda_local=0",
-    )
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--calib", type=int, default=128, help="calibration images per seed")
-    ap.add_argument("--iters", type=int, default=60, help="reconstruction iterations per unit")
-    ap.add_argument(
-        "--weight-lr",
-        type=float,
-        default=1e-2,
-        help="AdaRound V learning rate (papers: 1e-3 over 20 000 iterations; the short tiny-scale "
-        "schedule needs a larger step for V to move)",
-    )
-    ap.add_argument("--act-lr", type=float, default=None, help="LSQ step lr (default: each method's own)")
-    ap.add_argument("--standin-steps", type=int, default=1500)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--no-plot", action="store_true")
-    args = ap.parse_args(argv)
-    try:  # canonical spelling ('w4a4') in rows and summary keys, whatever was typed
-        args.bits = ",".join(canonical_bits_list(args.bits.split(","), **PTQ_BITS))
-    except BitsError as e:
-        ap.error(str(e))
+def body(run: BenchRun) -> dict[str, Any]:
+    cfg: PTQBenchConfig = run.config
     torch.set_num_threads(1)
     from methods.quant.api import _timm_attention_cls
 
     _timm_attention_cls()  # import timm once, outside the timed calibration of the first method
-    root = resolve_results_root(args.out)
-    run_dir = create_run_dir(root.path, "bench_ptq")
-    print(f"run_dir: {run_dir} ({root.reason})", flush=True)
     t0 = time.perf_counter()
-    res = bench(args)
+    res = bench(cfg)
     res["wall_s"] = time.perf_counter() - t0
-    (run_dir / "bench.json").write_text(json.dumps(res, indent=2))
-    write_run_json(run_dir, {"sweep": "bench_ptq", "args": vars(args), **environment_record()})
-    if not args.no_plot:
-        plot(res, run_dir / "top1_vs_bits.png")
-    print(table(res))
-    parts = [f"wall_s={res['wall_s']:.0f}"]
+    run.path("bench.json").write_text(json.dumps(res, indent=2))
+    if cfg.plot:
+        plot(res, run.path("top1_vs_bits.png"))
+    run.table("top1", table_rows(res), f"test top-1 over {cfg.seeds} seed(s), mean ± std; calibration s")
     short = {"cnn-bn-digits": "cnn", "vit-digits": "vit"}
+
+    def key_of(model: str, bits: str, what: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{short.get(model, model)}.{bits}.{what}")
+
+    summary: dict[str, Any] = {"wall_s": f"{res['wall_s']:.0f}"}
     for m, acc in res["fp_top1"].items():
-        parts.append(f"{short.get(m, m)}.fp={acc:.4f}")
+        summary[f"{short.get(m, m)}.fp"] = f"{acc:.4f}"
     for r in res["rows"]:
-        key = re.sub(
-            r"[^A-Za-z0-9_.+-]", "_", f"{short.get(r['model'], r['model'])}.{r['bits']}.{r['method']}"
-        )
-        parts.append(f"{key}={r['top1_mean']:.4f}")
-    print("summary: " + " ".join(parts))
-    return 0
+        summary[key_of(r["model"], r["bits"], r["method"])] = f"{r['top1_mean']:.4f}"
+    if cfg.seeds < 2:
+        print("one seed: no intervals, no claims (run --seeds 2 or more)")
+    summary.update(claims(run, res, key_of))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_bench(
+        argv,
+        bench="bench_ptq",
+        description=__doc__.splitlines()[0],
+        config_cls=PTQBenchConfig,
+        body=body,
+        **shorthands(
+            Shorthand("--models", "models", _list_flag, "comma-separated zoo models"),
+            Shorthand("--bits", "bits", _bits_flag, "comma-separated quantized bits specs"),
+            Shorthand("--methods", "methods", _list_flag, "comma-separated subset (default: all registered); "
+                      "'name:key=value' overrides a config field, e.g. mgrq:lambda_global=0:lambda_local=0"),
+            Shorthand("--seeds", "seeds", int, "number of seeds (calibration draws)"),
+            Shorthand("--iters", "iters", int, "reconstruction iterations per unit"),
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -31,16 +31,17 @@ def test_bench_prints_table_and_summary_last(tmp_path, capsys):
             "1",
             "--iters",
             "2",
-            "--calib",
-            "32",
+            "--set",
+            "calib=32",
             "--out",
             str(tmp_path),
-            "--no-plot",
+            "--set",
+            "plot=false",
         ]
     )
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("run_dir: ")
+    assert lines[0].startswith("run directory: ")
     assert lines[-1].startswith("summary: ") and "cnn.w4a4.qdrop=" in lines[-1] and "cnn.fp=" in lines[-1]
     bench = json.loads(next(tmp_path.rglob("bench.json")).read_text())
     assert {r["method"] for r in bench["rows"]} == {"minmax", "qdrop"}
