@@ -41,12 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.errors import ConfigError, did_you_mean
-from methods.ptq.common import PTQMethod, PTQResult, ReconPTQConfig
+from methods.ptq.common import PTQ_METHODS, PTQMethod, PTQResult, ReconPTQConfig
 from methods.quant import calibrate, quant_disabled, quantize_
 from methods.quant.bits import FAKE_QUANT
 from methods.quant.modules import QuantConv2d, _QuantWeightLayer
 from methods.quant.recon import ReconContext, ReconEngine, capture, default_units, lp_loss, run_unit
-from methods.registry import register_method
 
 PEM_MODES = ("covariance", "lipschitz")
 PARTS = ("pem", "pcr", "abl")
@@ -360,7 +359,7 @@ def lp_loss_callback(q_out, fp_out, ctx) -> torch.Tensor:
     return lp_loss(q_out, fp_out)
 
 
-TTAQ_PTQ = register_method("ttaq")(
+TTAQ_PTQ = PTQ_METHODS.register("ttaq")(
     PTQMethod("ttaq", TTAQConfig, _ttaq_body, "QDrop block reconstruction + PEM + PCR (TTAQ, ours)")
 )
 

@@ -9,7 +9,6 @@ from methods.errors import ConfigError
 from methods.quant import calibrate, check_ready_for_eval, quantize_, set_quant_state
 from methods.quant.config import QuantConfig
 from methods.quant.modules import QuantConv2d
-from methods.registry import METHODS
 from methods.ttaq import (
     AdaptiveBalancedLoss,
     TTAQConfig,
@@ -169,7 +168,7 @@ def test_ttaq_ptq_runs_is_eval_ready_and_off_switch_equals_qdrop():
     res = run_ttaq_ptq(model, x, TTAQConfig(w_bits=2, a_bits=4, iters=3, batch_size=16), seed=0)
     check_ready_for_eval(res.model)
     assert res.report["method"] == "ttaq" and len(res.report["recon"]) == 3
-    assert "ttaq" in METHODS
+    assert PTQ_METHODS.get("ttaq").config_cls is TTAQConfig  # registered with the PTQ methods
     assert any(isinstance(m, QuantConv2d) for m in res.model.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in res.model.modules())  # BN not folded
     off_cfg = TTAQConfig(w_bits=2, a_bits=4, iters=3, batch_size=16, pem=False, pcr=False)
