@@ -56,8 +56,6 @@ from methods.quant.quantizers import QuantizerBase, TimestepQuantizer
 CQ_SCHEDULES = (*SCHEDULES, "dps", "qdps")
 #: The bits CacheQuant takes (`methods.quant.bits`): 'fp' or w2..16 a2..16, no kv, no overrides.
 CQ_BITS = {**FAKE_QUANT, "who": "CacheQuant"}
-#: Named settings -> (w, a), kept for sweeps/cachequant_grid.py until it validates with parse_bits.
-BITS = {name: parse_bits(name).wa for name in ("fp", "w8a8", "w4a8", "w6a6", "w4a6")}
 
 
 # --------------------------------------------------------------------------------------- DPS

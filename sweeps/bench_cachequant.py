@@ -43,6 +43,7 @@ from methods.deepcache import DeepCacheUNet, step_bops
 from methods.errors import ConfigError
 from methods.plotting import new_figure, save_figure
 from methods.qdiffusion import QDiffusionConfig, qdiffusion_quantize
+from methods.quant.bits import parse_bits
 
 PAPER_SPEEDUP = 5.18
 
@@ -112,7 +113,7 @@ def row(task: ModelShardTask, label: str, point: ShardPoint) -> dict:
 
 def qdiffusion_row(task: ModelShardTask, bits: str) -> dict:
     t0 = time.perf_counter()
-    w, a = (8, 8) if bits == "w8a8" else (4, 8)
+    w, a = parse_bits(bits).wa
     steps = task.cfg.steps
     qm = qdiffusion_quantize(
         task.unet,

@@ -41,8 +41,10 @@ from actors.model_shard import ModelShardTask, ShardConfig, ShardPoint
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
+from methods.cachequant import CQ_BITS
 from methods.errors import ConfigError
 from methods.plotting import legend_handle, new_figure, save_figure
+from methods.quant.bits import canonical_bits_list
 
 POINT_FIELDS = ("interval", "schedule", "bits", "corrections")
 COLUMNS = (
@@ -78,6 +80,8 @@ class CacheQuantGridConfig:
         ):
             if not values:
                 raise ConfigError(f"{name} must not be empty; give at least one value, e.g. {name}=[...].")
+        # one spelling in the rows whatever was typed ('W8A8' -> 'w8a8'), checked by the one parser
+        object.__setattr__(self, "bits", canonical_bits_list(self.bits, **CQ_BITS))
         bad = [n for n in self.intervals if not isinstance(n, int) or n < 2]
         if bad:
             raise ConfigError(f"intervals: expected cache intervals >= 2 (1 is the baseline), got {bad}.")
