@@ -95,13 +95,10 @@ def report(run_dir: Path, cfg: RooflineSweepConfig, outcome: Any) -> dict[str, A
     )
     if not rows:
         return {}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from methods.plotting import new_figure, save_figure
 
     seq = max(cfg.seqs)
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = new_figure(figsize=(6, 3.8))
     for model in cfg.models:
         for device in cfg.devices:
             pts = [
@@ -117,9 +114,7 @@ def report(run_dir: Path, cfg: RooflineSweepConfig, outcome: Any) -> dict[str, A
     ax.set_ylabel(f"decode time per token (ms), seq {seq}")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    plot = run_dir / "decode_time_vs_bits.png"
-    fig.savefig(plot, dpi=120)
-    plt.close(fig)
+    plot = save_figure(fig, run_dir / "decode_time_vs_bits.png", dpi=120)
     print(f"plot: {plot}")
     fastest = min(rows, key=lambda r: r["decode_time"])
     return {

@@ -133,14 +133,11 @@ def report(run_dir: Path, cfg: TTAQStreamConfig, outcome: Any) -> dict[str, Any]
 
 
 def plot_domains(run_dir: Path, domains: dict[str, dict[str, float]], order: list[str]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from methods.plotting import colormap, new_figure, save_figure
 
     bits = sorted({json.loads(k)["bits"] for k in domains})
-    fig, axes = plt.subplots(1, len(bits), figsize=(5 * len(bits) + 3, 4), squeeze=False, sharey=True)
-    colors = plt.get_cmap("tab20").colors
+    fig, axes = new_figure(1, len(bits), figsize=(5 * len(bits) + 3, 4), squeeze=False, sharey=True)
+    colors = colormap("tab20").colors
     for ax, b in zip(axes[0], bits, strict=True):
         for i, (key, errs) in enumerate(sorted(domains.items())):
             p = json.loads(key)
@@ -157,9 +154,7 @@ def plot_domains(run_dir: Path, domains: dict[str, dict[str, float]], order: lis
     axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("TTAQ stream: per-domain error (continual order left to right)")
     fig.tight_layout()
-    path = run_dir / "per_domain_error.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, run_dir / "per_domain_error.png", dpi=110)
     print(f"plot: {path}")
     return path
 
