@@ -3,12 +3,13 @@ and the stream rows/s the farm sustains with 1 and 2 stream actors.
 
     python sweeps/bench_ttaq.py                         # 3 seeds, w2a4 + w4a4, balanced + imbalanced
     python sweeps/bench_ttaq.py --seeds 1 --iters 30 --skip-farm
+    python sweeps/bench_ttaq.py --seeds 2 --iters 2 --skip-farm --set 'bits=["w4a4"]' --set calib=64
 
 Accuracy part (pure Python, no Ray): per seed, 256 clean training digits calibrate (a per-seed draw),
 the zoo's `cnn-bn-digits` is quantized with QDrop (`ttaq` PTQ with PEM/PCR off) and with TTAQ
-(PEM + PCR on, our instantiation in methods/ttaq.py), `--iters` reconstruction iterations per
+(PEM + PCR on, our instantiation in methods/ttaq.py), `iters` reconstruction iterations per
 block; each model is adapted online with Tent (BN affine, SGD 1e-3, momentum 0.9) over a continual
-digits-C stream (8 corruptions at `--severity`, batches of 32, 14 per domain, per-seed order and
+digits-C stream (8 corruptions at `severity`, batches of 32, 14 per domain, per-seed order and
 noise), once class-balanced and once label-imbalanced (RoTTA Dirichlet order, alpha 0.1). Rows:
 FP (no adaptation), FP+Tent, PTQ (no adaptation), PTQ+Tent, PTQ+TTAQ+Tent (PEM+PCR),
 PTQ+TTAQ+Tent+ABL (all three parts). Mean error over domains, mean ± std over seeds. The paper
@@ -18,18 +19,27 @@ tiny-scale check of direction only, and the table reports what is measured.
 Farm part: the `ttaq_stream` sweep's task on the embedded local Ray (calibration-only PTQ so that
 the actors stream rather than reconstruct) with 1 and then 2 `tta_stream_cpu1` actors, 4 streams
 of 56 batches each; sustained rows/s = stream rows / (last chunk end − first chunk start), i.e.
-without Ray start and actor start-up. `--time-box` (default 480 s) stops adding seeds once the
-projected time would exceed it and says so. Writes bench.json and error_by_method.png into
-results/bench_ttaq/<run_id>/; the last line is `summary: key=value ...`.
+without Ray start and actor start-up. `time_box` (default 480 s) stops adding seeds once the
+projected time would exceed it and says so.
+
+Common flags as for every sweep (`--config`, `--set`, `--out`, `--run-id`, `--dry-run`;
+cluster/bench_cli.py); the knobs are the fields of `TTAQBenchConfig` (`--seeds`, `--iters` and
+`--skip-farm` are shorthands). Writes bench.json, run.json, errors.csv/.md, farm.csv/.md,
+claims.csv/.md, error_by_method.png and the farm part's study directories (bench_ttaq_farm/) into
+results/bench_ttaq/<run_id>/; the last line is `summary: key=value ...`. Its paired effects
+`ttaq_minus_ptq_<bits>_<order>_pts` (PTQ+TTAQ+Tent − PTQ+Tent) and `abl_minus_ttaq_..._pts` (+ABL −
+without) are error points, mean±std over the seeds (negative: the first is better); with ≥ 2 seeds
+each gets its 95% t-interval over seeds (`..._pts_lo`, `..._pts_hi`) and a verdict (`..._pts_verdict`:
+`supported` only when the CI excludes 0, i.e. the two are distinguishable in either direction).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +49,38 @@ if __package__ in (None, ""):  # `python sweeps/bench_ttaq.py` from a checkout w
 import torch
 
 from actors.tta_stream import DIGITS_C
-from cluster.rundir import create_run_dir, environment_record, resolve_results_root, write_run_json
-from methods.quant.bits import BitsError, canonical_bits_list, parse_bits
+from cluster.bench_cli import BenchRun, Shorthand, run_bench, shorthands
+from cluster.rundir import create_run_dir
+from methods.errors import ConfigError
+from methods.metrics.stats import paired_difference
+from methods.quant.bits import canonical_bits_list, parse_bits
 from methods.tta.stream import StreamAdapter
 from methods.ttaq import TTAQ_BITS, TTAQConfig, run_ttaq_ptq
 from sims.data.digits import load_digits_split
 from sims.data.digits_c import CorruptionStream, CorruptionStreamConfig
 
 ORDERS = {"balanced": None, "imbalanced": 0.1}
+
+
+@dataclass(frozen=True)
+class TTAQBenchConfig:
+    seeds: int = 3
+    bits: tuple[str, ...] = ("w2a4", "w4a4")  # quantized bits specs, stored in canonical spelling
+    iters: int = 60  # reconstruction iterations per block
+    calib: int = 256  # clean training digits per seed
+    severity: int = 3
+    time_box: float = 480.0  # seconds for the whole bench
+    farm: bool = True  # the farm part (1 and 2 stream actors on the embedded local Ray)
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.version != 1:
+            raise ConfigError(f"TTAQBenchConfig version must be 1; received {self.version}.")
+        # canonical spelling ('w2a4') in rows and summary keys, whatever was typed
+        object.__setattr__(self, "bits", canonical_bits_list(self.bits, **{**TTAQ_BITS, "fp": False}))
+        if self.seeds < 1 or self.iters < 1 or self.calib < 1 or self.time_box <= 0:
+            raise ConfigError(f"need seeds, iters, calib >= 1 and time_box > 0; received seeds={self.seeds}, "
+                              f"iters={self.iters}, calib={self.calib}, time_box={self.time_box}.")
 
 
 def stream_batches(seed: int, severity: int, alpha: float | None) -> list[tuple]:
@@ -63,7 +97,9 @@ def mean_error(model: torch.nn.Module, batches, tta: str, abl: bool, seed: int) 
     return adapter.mean_error()
 
 
-def accuracy_part(args, fp: torch.nn.Module, deadline: float) -> tuple[list[dict[str, Any]], int]:
+def accuracy_part(
+    args: TTAQBenchConfig, fp: torch.nn.Module, deadline: float
+) -> tuple[list[dict[str, Any]], int]:
     x_train = load_digits_split("train", 16)[0]
     results: dict[tuple[str, str, str], list[float]] = {}
     seeds_done = 0
@@ -80,7 +116,7 @@ def accuracy_part(args, fp: torch.nn.Module, deadline: float) -> tuple[list[dict
 
         record("FP", "fp", fp, "none")
         record("FP+Tent", "fp", fp, "tent")
-        for bits in args.bits.split(","):
+        for bits in args.bits:
             w, a = parse_bits(bits).wa
             base = dict(w_bits=w, a_bits=a, iters=args.iters, batch_size=32)
             qdrop = run_ttaq_ptq(fp, calib, TTAQConfig(**base, pem=False, pcr=False), seed).model
@@ -139,20 +175,14 @@ def farm_part(actor_counts: list[int], out_root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| method | bits | balanced: mean error ± std | imbalanced: mean error ± std |",
-             "|---|---|---|---|"]
-    keys = []
+def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (method, bits): mean and std of the error in % per label order."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
-        if (r["method"], r["bits"]) not in keys:
-            keys.append((r["method"], r["bits"]))
-    for method, bits in keys:
-        cells = []
-        for order in ORDERS:
-            r = next((r for r in rows if (r["method"], r["bits"], r["order"]) == (method, bits, order)), None)
-            cells.append("—" if r is None else f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}")
-        lines.append(f"| {method} | {bits} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines)
+        row = out.setdefault((r["method"], r["bits"]), {"method": r["method"], "bits": r["bits"]})
+        row[f"{r['order']}_mean_pct"] = 100 * r["mean"]
+        row[f"{r['order']}_std_pct"] = 100 * r["std"]
+    return list(out.values())
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -174,58 +204,75 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def paired_errors(rows, bits: str, order: str, a: str, b: str) -> tuple[list[float], list[float]]:
+    """Per-seed error points of method a and method b (same seeds, same streams: a paired design)."""
+    get = {(r["method"], r["bits"], r["order"]): r["errors"] for r in rows}
+    return [100 * x for x in get[(a, bits, order)]], [100 * y for y in get[(b, bits, order)]]
+
+
 def delta(rows, bits: str, order: str, a: str, b: str) -> str:
     """Paired difference a − b in error points over the seeds: 'mean±std' (negative: a is better)."""
-    get = {(r["method"], r["bits"], r["order"]): r["errors"] for r in rows}
-    diffs = [100 * (x - y) for x, y in zip(get[(a, bits, order)], get[(b, bits, order)], strict=True)]
+    xa, xb = paired_errors(rows, bits, order, a, b)
+    diffs = [x - y for x, y in zip(xa, xb, strict=True)]
     std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
     return f"{statistics.mean(diffs):+.2f}±{std:.2f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--bits", default="w2a4,w4a4", help="comma-separated quantized bits specs")
-    p.add_argument("--iters", type=int, default=60, help="reconstruction iterations per block")
-    p.add_argument("--calib", type=int, default=256)
-    p.add_argument("--severity", type=int, default=3)
-    p.add_argument("--time-box", type=float, default=480.0, help="seconds for the whole bench")
-    p.add_argument("--skip-farm", action="store_true")
-    p.add_argument("--out", help="results root (default: $EVFARM_RESULTS, else ./results)")
-    args = p.parse_args(argv)
-    try:  # canonical spelling ('w2a4') in rows and summary keys, whatever was typed
-        args.bits = ",".join(canonical_bits_list(args.bits.split(","), **{**TTAQ_BITS, "fp": False}))
-    except BitsError as e:
-        p.error(str(e))
+CLAIMS = (  # summary key prefix, method a, method b, what is compared (a − b)
+    ("ttaq_minus_ptq", "PTQ+TTAQ(PEM+PCR)+Tent", "PTQ+Tent", "TTAQ+Tent vs PTQ+Tent"),
+    ("abl_minus_ttaq", "PTQ+TTAQ(PEM+PCR+ABL)+Tent", "PTQ+TTAQ(PEM+PCR)+Tent", "TTAQ+ABL vs TTAQ"),
+)
+
+
+def body(run: BenchRun) -> dict[str, Any]:
+    cfg: TTAQBenchConfig = run.config
     torch.set_num_threads(1)
     start = time.perf_counter()
-    farm_reserve = 0.0 if args.skip_farm else 120.0
-    root = resolve_results_root(args.out).path
-    run_dir = create_run_dir(root, "bench_ttaq")
-    print(f"run directory: {run_dir}", flush=True)
+    farm_reserve = 120.0 if cfg.farm else 0.0
     import sims.zoo.cnn_bn_digits  # noqa: F401
     from sims.zoo.registry import load_zoo_model
 
     fp = load_zoo_model("cnn-bn-digits")
-    rows, seeds_done = accuracy_part(args, fp, start + args.time_box - farm_reserve)
-    print(table(rows))
-    plot(rows, run_dir / "error_by_method.png")
-    farm = [] if args.skip_farm else farm_part([1, 2], root)
-    result = {"rows": rows, "farm": farm, "seeds_done": seeds_done, "args": vars(args)}
-    (run_dir / "bench.json").write_text(json.dumps(result, indent=2))
-    write_run_json(run_dir, {"sweep": "bench_ttaq", "args": vars(args), **environment_record()})
-    summary = {"run_dir": str(run_dir), "seeds": seeds_done, "severity": args.severity, "iters": args.iters}
-    for bits in args.bits.split(","):
+    rows, seeds_done = accuracy_part(cfg, fp, start + cfg.time_box - farm_reserve)
+    run.table("errors", table_rows(rows), f"mean error over domains (%), mean ± std, {seeds_done} seed(s)")
+    plot(rows, run.path("error_by_method.png"))
+    farm = farm_part([1, 2], run.run_dir) if cfg.farm else []
+    if farm:
+        run.table("farm", farm, "farm: sustained stream rows/s with 1 and 2 stream actors")
+    result = {"rows": rows, "farm": farm, "seeds_done": seeds_done}
+    run.path("bench.json").write_text(json.dumps(result, indent=2))
+    summary: dict[str, Any] = {"seeds": seeds_done, "severity": cfg.severity, "iters": cfg.iters}
+    if seeds_done < 2:
+        print("one seed: no intervals, no claims (run --seeds 2 or more)")
+    for bits in cfg.bits:
         for order in ORDERS:
-            summary[f"ttaq_minus_ptq_{bits}_{order}_pts"] = delta(
-                rows, bits, order, "PTQ+TTAQ(PEM+PCR)+Tent", "PTQ+Tent")
-            summary[f"abl_minus_ttaq_{bits}_{order}_pts"] = delta(
-                rows, bits, order, "PTQ+TTAQ(PEM+PCR+ABL)+Tent", "PTQ+TTAQ(PEM+PCR)+Tent")
+            for prefix, a, b, what in CLAIMS:
+                key = f"{prefix}_{bits}_{order}_pts"
+                summary[key] = delta(rows, bits, order, a, b)  # 'mean±std', as this key always read
+                if seeds_done >= 2:
+                    est = paired_difference(*paired_errors(rows, bits, order, a, b))
+                    label = f"{what}, {bits} {order} (error points; negative: a is better)"
+                    fields = run.claim(key, est, what=label)
+                    summary.update({k: v for k, v in fields.items() if k != key})
     for f in farm:
-        summary[f"rows_per_s_{f['actors']}actor"] = round(f["rows_per_s"], 1)
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    print("summary: " + " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
-    return 0
+        summary[f"rows_per_s_{f['actors']}actor"] = f"{f['rows_per_s']:.1f}"
+    summary["seconds"] = f"{time.perf_counter() - start:.1f}"
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_bench(
+        argv,
+        bench="bench_ttaq",
+        description=__doc__.splitlines()[0],
+        config_cls=TTAQBenchConfig,
+        body=body,
+        **shorthands(
+            Shorthand("--seeds", "seeds", int, "number of seeds (calibration draw and stream order)"),
+            Shorthand("--iters", "iters", int, "reconstruction iterations per block"),
+            Shorthand("--skip-farm", "farm", const=False, help="skip the farm part"),
+        ),
+    )
 
 
 if __name__ == "__main__":
