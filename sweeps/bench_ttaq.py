@@ -186,12 +186,9 @@ def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from methods.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(ORDERS), figsize=(12, 4), sharey=True)
+    fig, axes = new_figure(1, len(ORDERS), figsize=(12, 4), sharey=True)
     for ax, order in zip(axes, ORDERS, strict=True):
         sel = [r for r in rows if r["order"] == order]
         labels = [f"{r['method']}\n{r['bits']}" for r in sel]
@@ -200,8 +197,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(f"{order} label order")
         ax.set_ylabel("mean error over domains (%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def paired_errors(rows, bits: str, order: str, a: str, b: str) -> tuple[list[float], list[float]]:

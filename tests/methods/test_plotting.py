@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("methods", "sims", "actors", "cluster", "sweeps")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Files whose move to methods/plotting.py lands with another change; drop each one once it has.
-PENDING = {"sweeps/arena_convergence.py", "sweeps/bench_ttaq.py"}
+PENDING = {"sweeps/arena_convergence.py"}
 
 
 def png_size(path: Path) -> tuple[int, int]:
