@@ -101,7 +101,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}: {value!r}.")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            pairs = enumerate(zip(args, value, strict=True))
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in pairs)
         inner = args[0] if args else Any
         out = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out

@@ -61,7 +61,8 @@ def run_doctor() -> int:
         )
     if src is None:
         print(
-            "  (evfarm creates ~/.ray/auth_token on first connect; `ray get-auth-token --generate` also works)"
+            "  (evfarm creates ~/.ray/auth_token on first connect; "
+            "`ray get-auth-token --generate` also works)"
         )
     print(f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '(unset)')}")
     try:

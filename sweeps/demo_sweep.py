@@ -41,7 +41,8 @@ class DemoSweepConfig:
         unknown = [o for o in self.objectives if o not in OBJECTIVE_DIRECTIONS]
         if unknown or not self.objectives:
             raise ConfigError(
-                f"objectives must be a non-empty subset of {list(OBJECTIVE_DIRECTIONS)}, got {list(self.objectives)}."
+                f"objectives must be a non-empty subset of {list(OBJECTIVE_DIRECTIONS)}, "
+                f"got {list(self.objectives)}."
             )
         if not self.C or min(self.C) <= 0:
             raise ConfigError(f"C values must be positive, got {list(self.C)}.")

@@ -2,7 +2,8 @@
 prefill/decode time and memory on virtual devices (LLM-Viewer's analysis, `methods/roofline_llm.py`).
 
     python sweeps/roofline_sweep.py
-    python sweeps/roofline_sweep.py --set 'models=["Llama-2-13b"]' --set 'devices=["nvidia_H100", "nvidia_jetson_agx_orin_64g"]'
+    python sweeps/roofline_sweep.py --set 'models=["Llama-2-13b"]' \
+        --set 'devices=["nvidia_H100", "nvidia_jetson_agx_orin_64g"]'
     python sweeps/roofline_sweep.py --set mode='"corrected"' --set flash=true
 
 One trial per grid point; objectives decode_time (s) and footprint (bytes), both minimised, so the

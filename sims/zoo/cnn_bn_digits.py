@@ -64,7 +64,8 @@ def train(out_dir: Path | None = None, seed: int = 0, steps: int | None = None) 
     model, losses = fit(seed, steps)
     wall = time.perf_counter() - start
     metrics = evaluate(model)
-    card = classifier_card(NAME, model, RECIPE, IMAGE_SIZE, seed, steps, wall, losses, data=DIGITS_DATA.format(size=IMAGE_SIZE), **metrics)
+    data = DIGITS_DATA.format(size=IMAGE_SIZE)
+    card = classifier_card(NAME, model, RECIPE, IMAGE_SIZE, seed, steps, wall, losses, data=data, **metrics)
     md = f"""# cnn-bn-digits
 
 Three-layer conv + BatchNorm + ReLU classifier (channels {CHANNELS}, stride 1/2/2, global average
