@@ -100,17 +100,26 @@ def run_sweep(
     config_cls: type,
     build_spec: Callable[[Any], StudySpec],
     report: Callable[[Path, Any, StudyOutcome], dict[str, Any]] | None = None,
-    cluster_resources: dict[str, float] | None = None,
+    cluster_resources: dict[str, float] | Callable[[Any], dict[str, float]] | None = None,
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     config_from_args: Callable[[argparse.Namespace], list[str]] | None = None,
+    check_cluster: Callable[[Any, dict[str, float]], None] | None = None,
 ) -> int:
+    """Run one sweep from the command line (module docstring).
+
+    `cluster_resources`: custom resources of an embedded cluster, or a function of the resolved
+    config returning them (a "CPU" entry is the default of --num-cpus). `check_cluster(cfg,
+    ray.cluster_resources())` runs once connected, before any run directory is made or changed;
+    it raises an `EvfarmUserError` when the cluster cannot hold what the sweep needs.
+    """
     project_env_defaults()
     parser = build_parser(sweep, description)
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_from_args)
+        placement = (cluster_resources, check_cluster)
+        return _run(args, sweep, config_cls, build_spec, report, placement, config_from_args)
     except EvfarmUserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +128,7 @@ def run_sweep(
         return 130
 
 
-def _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_from_args) -> int:
+def _run(args, sweep, config_cls, build_spec, report, placement, config_from_args) -> int:
     overrides = _shorthands(args) + (config_from_args(args) if config_from_args else [])
     root = resolve_results_root(args.out)
     resume = args.resume is not None
@@ -139,39 +148,46 @@ def _run(args, sweep, config_cls, build_spec, report, cluster_resources, config_
         if args.dry_run:
             return _dry_run(cfg, spec)
         run_id = args.run_id or new_run_id()
-        run_dir = create_run_dir(root.path, sweep, run_id)
-        record = {"sweep": sweep, "run_id": run_id, "created": _now(), "resumed": []}
     spec = build_spec(cfg)
-    record.update(config=to_dict(cfg), config_hash=config_hash(cfg), **environment_record())
-    if resume:
-        record.setdefault("resumed", []).append(_now())
-    record["base_seed"] = cfg.study.seed
-    write_run_json(run_dir, record)
-
-    print(f"run directory: {run_dir}  (results root from {root.reason})", flush=True)
-    print(
-        f"study: {sweep}  sampler={cfg.study.sampler}  actors={cfg.study.actors}  "
-        f"dashboard: optuna-dashboard {run_dir / JOURNAL}",
-        flush=True,
-    )
     import ray
 
     owned = not ray.is_initialized()
-    info = connect(args.num_cpus, dashboard=args.dashboard, resources=cluster_resources)
-    print(
-        f"ray: {'embedded local cluster' if info.embedded else 'cluster ' + info.address}, "
-        f"{info.nodes} node(s), {info.cpus:g} CPU, {info.gpus:g} GPU, auth={info.auth_mode or 'default'}"
-        + (f", dashboard {info.dashboard_url}" if info.dashboard_url else ""),
-        flush=True,
-    )
-    metadata = {
-        "evfarm.run_id": run_id,
-        "evfarm.sweep": sweep,
-        "evfarm.config_hash": record["config_hash"],
-        "evfarm.git_sha": str(record.get("git_sha")),
-        "evfarm.versions": json.dumps(record["versions"]),
-    }
+    resources, check_cluster = placement
+    resources = dict(resources(cfg) if callable(resources) else resources or {})
+    cpus = args.num_cpus if args.num_cpus is not None else resources.pop("CPU", None)
+    resources.pop("CPU", None)
+    info = connect(cpus, dashboard=args.dashboard, resources=resources or None)
     try:
+        if check_cluster is not None:
+            check_cluster(cfg, ray.cluster_resources())  # before a run directory is made or changed
+        if not resume:
+            run_dir = create_run_dir(root.path, sweep, run_id)
+            record = {"sweep": sweep, "run_id": run_id, "created": _now(), "resumed": []}
+        record.update(config=to_dict(cfg), config_hash=config_hash(cfg), **environment_record())
+        if resume:
+            record.setdefault("resumed", []).append(_now())
+        record["base_seed"] = cfg.study.seed
+        write_run_json(run_dir, record)
+        print(f"run directory: {run_dir}  (results root from {root.reason})", flush=True)
+        print(
+            f"study: {sweep}  sampler={cfg.study.sampler}  actors={cfg.study.actors}  "
+            f"dashboard: optuna-dashboard {run_dir / JOURNAL}",
+            flush=True,
+        )
+        where = "embedded local cluster" if info.embedded else "cluster " + info.address
+        print(
+            f"ray: {where}, {info.nodes} node(s), {info.cpus:g} CPU, {info.gpus:g} GPU, "
+            f"auth={info.auth_mode or 'default'}"
+            + (f", dashboard {info.dashboard_url}" if info.dashboard_url else ""),
+            flush=True,
+        )
+        metadata = {
+            "evfarm.run_id": run_id,
+            "evfarm.sweep": sweep,
+            "evfarm.config_hash": record["config_hash"],
+            "evfarm.git_sha": str(record.get("git_sha")),
+            "evfarm.versions": json.dumps(record["versions"]),
+        }
         runner = StudyRunner(
             spec,
             run_dir,

@@ -50,7 +50,7 @@ from actors.galvo_rig import RIG_PREFIX, GalvoRigTask, GalvoRigTaskConfig, with_
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
-from methods.errors import ConfigError, EvfarmUserError, did_you_mean
+from methods.errors import ConfigError, did_you_mean
 from methods.ppm_search import SEARCH_METHODS
 from sims.rigs.scanner_rig import CalibConfig, ScannerRigConfig
 from sims.rigs.search_rig import SearchRigConfig
@@ -355,32 +355,11 @@ def _config_from_args(args: argparse.Namespace) -> list[str]:
     return out + ([f"study.actors={args.rigs}"] if args.rigs is not None else [])
 
 
-def farm_size(argv: list[str] | None) -> int:
-    """N (the number of rig actors) as run_sweep will resolve it; the default when unreadable
-    (run_sweep then reports the bad input itself)."""
-    from cluster.config import apply_overrides, from_dict, load_config
-    from cluster.rundir import check_run_dir, latest_run, read_run_json, resolve_results_root
-
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    for flag in ("--config", "--out"):
-        pre.add_argument(flag)
-    pre.add_argument("--set", action="append", default=[])
-    pre.add_argument("--actors", type=int)
-    pre.add_argument("--rigs", type=int)
-    pre.add_argument("--rig")
-    pre.add_argument("--resume", nargs="?", const="", default=None)
-    args, _ = pre.parse_known_args(list(argv) if argv is not None else sys.argv[1:])
-    overrides = list(args.set) + [f"study.actors={n}" for n in (args.actors, args.rigs) if n is not None]
-    try:
-        if args.resume is not None:
-            run_dir = (check_run_dir(args.resume) if args.resume
-                       else latest_run(resolve_results_root(args.out).path, SWEEP))
-            cfg = apply_overrides(from_dict(GalvoFarmConfig, read_run_json(run_dir)["config"]), overrides)
-        else:
-            cfg = load_config(GalvoFarmConfig, args.config, overrides)
-    except EvfarmUserError:
-        return GalvoFarmConfig().study.actors
-    return cfg.study.actors
+def embedded_resources(cfg: GalvoFarmConfig) -> dict[str, float]:
+    """What an embedded cluster needs for this farm: one `galvo_rig` per rig actor, and at least as
+    many logical CPUs as rigs (rigs are single-threaded sims and time-share the cores)."""
+    n = cfg.study.actors
+    return {"galvo_rig": float(n), **({"CPU": n} if n > (os.cpu_count() or 1) else {})}
 
 
 def check_rig_resources(available: dict[str, float], n: int) -> None:
@@ -393,32 +372,18 @@ def check_rig_resources(available: dict[str, float], n: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(argv) if argv is not None else sys.argv[1:]
-    n = farm_size(argv)
-    import ray
-
-    from cluster.connect import connect
-
-    attached = False
-    if (not ray.is_initialized() and os.environ.get("RAY_ADDRESS", "local") not in ("", "local")
-            and not {"--dry-run", "-h", "--help"} & set(argv)):
-        connect()  # an existing cluster (a `ray job submit` driver): attach now so its rigs can be counted
-        attached = True
-    try:
-        if ray.is_initialized():  # attached, or in-process use (tests): the cluster must hold the rigs
-            try:
-                check_rig_resources(ray.cluster_resources(), n)
-            except ConfigError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-        elif "--num-cpus" not in argv and n > (os.cpu_count() or 1):
-            argv += ["--num-cpus", str(n)]  # logical CPUs: rigs are single-threaded sims and time-share
-        return run_sweep(argv, sweep=SWEEP, description=__doc__.splitlines()[0], config_cls=GalvoFarmConfig,
-                         build_spec=build_spec, report=report, cluster_resources={"galvo_rig": float(n)},
-                         add_arguments=_add_arguments, config_from_args=_config_from_args)
-    finally:
-        if attached:
-            ray.shutdown()
+    return run_sweep(
+        argv,
+        sweep=SWEEP,
+        description=__doc__.splitlines()[0],
+        config_cls=GalvoFarmConfig,
+        build_spec=build_spec,
+        report=report,
+        cluster_resources=embedded_resources,
+        check_cluster=lambda cfg, available: check_rig_resources(available, cfg.study.actors),
+        add_arguments=_add_arguments,
+        config_from_args=_config_from_args,
+    )
 
 
 if __name__ == "__main__":

@@ -114,16 +114,27 @@ def test_a_driver_attached_by_address_refuses_a_cluster_without_enough_rigs(rig_
     assert "needs 3 `galvo_rig`" in proc.stderr and "has 2" in proc.stderr
 
 
-def test_farm_size_follows_every_way_of_setting_the_actors(tmp_path):
-    assert gf.farm_size([]) == gf.GalvoFarmConfig().study.actors == 2
-    assert gf.farm_size(["--rig", "scanner"]) == 2
-    assert gf.farm_size(["--rigs", "5"]) == 5
-    assert gf.farm_size(["--actors", "3"]) == 3
-    assert gf.farm_size(["--set", "study.actors=4"]) == 4
+def test_embedded_resources_follow_every_way_of_setting_the_actors(tmp_path, monkeypatch):
+    """The resolved config (not a second parse of argv) decides how many rigs the cluster gets."""
+    from cluster.config import load_config
+
+    def rigs(*overrides, config=None):
+        return gf.embedded_resources(load_config(gf.GalvoFarmConfig, config, list(overrides)))["galvo_rig"]
+
+    assert rigs() == gf.GalvoFarmConfig().study.actors == 2
+    assert rigs("study.actors=4") == 4
     toml = tmp_path / "farm.toml"
     toml.write_text("[study]\nactors = 6\n")
-    assert gf.farm_size(["--config", str(toml)]) == 6
-    assert gf.farm_size(["--set", "study.actors=0"]) == 2  # invalid: run_sweep reports it
+    assert rigs(config=toml) == 6
+    monkeypatch.setattr(gf.os, "cpu_count", lambda: 2)
+    cfg = load_config(gf.GalvoFarmConfig, None, ["study.actors=5"])
+    assert gf.embedded_resources(cfg) == {"galvo_rig": 5.0, "CPU": 5}  # more rigs than cores: time-share
+    assert "CPU" not in gf.embedded_resources(load_config(gf.GalvoFarmConfig, None, []))
+
+
+def test_rigs_flag_sets_the_actors_through_the_shared_cli(tmp_path, capsys):
+    assert gf.main(["--dry-run", "--rigs", "5", "--out", str(tmp_path)]) == 0
+    assert '"actors": 5' in capsys.readouterr().out
 
 
 def test_bad_config_is_refused_with_the_valid_names():
