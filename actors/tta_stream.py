@@ -75,6 +75,10 @@ class TTAStreamTaskConfig(ConfigDict):
                               f"{self.calib_images}.")
         if self.arch and not self.checkpoint:
             raise ConfigError(f"arch={self.arch!r} needs checkpoint= a local timm checkpoint file.")
+        if (self.input_mean is None) != (self.input_std is None) or (
+                self.input_mean is not None and len(self.input_mean) != len(self.input_std)):
+            raise ConfigError(f"input_mean and input_std go together, one value per input channel; got "
+                              f"{self.input_mean} and {self.input_std}.")
         if self.source != "digits" and not self.calib_path:
             raise ConfigError(f"source {self.source!r} needs calib_path= a .npy of clean calibration images.")
         self.stream_config(0, "balanced")  # validates the stream fields
@@ -90,7 +94,8 @@ class TTAStreamTaskConfig(ConfigDict):
 
 
 def load_source_model(cfg: TTAStreamTaskConfig) -> torch.nn.Module:
-    from sims.zoo.registry import ZOO, load_state_dict_file, load_zoo_model
+    from sims.zoo.checkpoints import one_line, read_state_dict
+    from sims.zoo.registry import ZOO, load_zoo_model
 
     if cfg.arch:
         from sims.zoo.checkpoints import load_timm_checkpoint
@@ -105,18 +110,48 @@ def load_source_model(cfg: TTAStreamTaskConfig) -> torch.nn.Module:
         raise CheckpointError(f"Expected a weights file for zoo model {cfg.model!r} at {path} "
                               "(.safetensors, or .pth of a state_dict()), but there is no such file.")
     model = ZOO.get(cfg.model).build()
-    state = (load_state_dict_file(path) if path.suffix == ".safetensors"
-             else torch.load(str(path), map_location="cpu", weights_only=True))
+    state = read_state_dict(path)  # safetensors, or torch.load(weights_only=True): typed errors only
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"{path} does not fit zoo model {cfg.model!r}: {str(exc)[:400]}") from exc
+        raise CheckpointError(f"{path} does not fit zoo model {cfg.model!r}: {one_line(exc)}. Pass the "
+                              f"checkpoint of that architecture (--set task.model=NAME), or a timm "
+                              f"checkpoint with --arch.") from exc
     return model.eval()
+
+
+def check_sources(cfg: TTAStreamTaskConfig) -> None:
+    """Load the user's checkpoint and open the calibration file in the driver, before Ray starts.
+
+    A task that fails in an actor's `__init__` kills the actor and every trial's retry with it; a
+    `CheckpointError` here is exit 2 with one paragraph instead (issue 21, row 10).
+    """
+    if not cfg.arch:
+        from sims.zoo import ZOO  # importing the package registers every zoo model
+
+        ZOO.get(cfg.model)
+    if cfg.checkpoint:
+        load_source_model(cfg)
+    if cfg.calib_path:
+        _read_calibration(Path(cfg.calib_path), mmap_mode="r")
+
+
+def _read_calibration(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    what = (f"calibration images {path}: expected a .npy array of clean images (uint8 NHWC, or float "
+            f"NCHW in [0, 1]) written with numpy.save")
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"Could not read {what} ({type(exc).__name__}: {exc}).") from exc
+    if not isinstance(arr, np.ndarray) or arr.ndim != 4:
+        found = f"an array of shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise CheckpointError(f"Bad {what}; found {found}.")
+    return arr
 
 
 def load_calibration(cfg: TTAStreamTaskConfig) -> torch.Tensor:
     if cfg.calib_path:
-        arr = np.load(cfg.calib_path, allow_pickle=False)
+        arr = _read_calibration(Path(cfg.calib_path))
         x = torch.from_numpy(arr.transpose(0, 3, 1, 2) / 255.0 if arr.dtype == np.uint8 else arr).float()
     else:
         from sims.data.digits import load_digits_split

@@ -46,14 +46,14 @@ def _fmt(value: Any) -> str:
 
 
 def _list(zoo: Any) -> int:
-    from sims.zoo.registry import read_card
+    from sims.zoo.registry import card_path, read_card
 
     rows = [("name", "metric", "card", "description")]
     for name, spec in zoo.items():
         try:
             card_value = _fmt(read_card(name).get(spec.metric, "?"))
         except CheckpointError:
-            card_value = "(no card)"
+            card_value = "(unreadable card)" if card_path(name).exists() else "(no card)"
         rows.append((name, spec.metric, card_value, spec.description))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
@@ -66,6 +66,15 @@ def _print_progress(step: int, loss: float) -> None:
         print(f"  step {step} loss {loss:.4f}", file=sys.stderr, flush=True)
 
 
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; expected a folder for the weights, card and model card.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Cannot create the --out folder {out} ({exc}). Pass a writable folder.") from exc
+
+
 def _train(zoo: Any, args: argparse.Namespace) -> int:
     spec = zoo.get(args.name)
     kwargs: dict[str, Any] = {"seed": args.seed}
@@ -75,8 +84,15 @@ def _train(zoo: Any, args: argparse.Namespace) -> int:
         kwargs["steps"] = args.steps
     if "progress" in inspect.signature(spec.train).parameters:  # long trainings report as they go
         kwargs["progress"] = _print_progress
-    card = spec.train(args.out, **kwargs)
     where = args.out if args.out is not None else "sims/zoo/weights"
+    if args.out is not None:
+        _check_out_dir(args.out)  # before minutes of training, not after
+    try:
+        card = spec.train(args.out, **kwargs)
+    except OSError as exc:
+        raise CheckpointError(
+            f"Could not write the trained {spec.name!r} into {where} ({exc}). Pass --out a writable folder."
+        ) from exc
     params = card.get("param_count", card.get("params"))
     print(
         f"trained {spec.name}: {spec.metric}={_fmt(card.get(spec.metric))} "
@@ -92,13 +108,18 @@ def metric_matches(card_value: float, new_value: float, extra: dict[str, Any]) -
 
 
 def _check(zoo: Any, args: argparse.Namespace) -> int:
-    from sims.zoo.registry import load_zoo_model, read_card
+    from sims.zoo.registry import card_path, load_zoo_model, read_card
 
     spec = zoo.get(args.name)
     card = read_card(spec.name, args.root)
     if spec.metric not in card:
         raise CheckpointError(
             f"Card of {spec.name!r} has no {spec.metric!r}; retrain with `evfarm zoo train {spec.name}`."
+        )
+    if not isinstance(card[spec.metric], (int, float)) or isinstance(card[spec.metric], bool):
+        raise CheckpointError(
+            f"Card {card_path(spec.name, args.root)} gives {spec.metric}={card[spec.metric]!r}, expected a "
+            f"number; restore it from git or retrain with `evfarm zoo train {spec.name}`."
         )
     new = spec.evaluate(load_zoo_model(spec.name, args.root))[spec.metric]
     ok = metric_matches(float(card[spec.metric]), float(new), spec.extra)

@@ -30,7 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python sweeps/ttaq_stream.py` from a checkout without install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.tta_stream import LABEL_ORDERS, TTAStreamTask, TTAStreamTaskConfig
+from actors.tta_stream import LABEL_ORDERS, TTAStreamTask, TTAStreamTaskConfig, check_sources
 from cluster.results import read_table
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
@@ -76,6 +76,7 @@ def stream_length(task: TTAStreamTaskConfig) -> int:
 
 
 def build_spec(cfg: TTAQStreamConfig) -> StudySpec:
+    check_sources(cfg.task)  # a bad --checkpoint/--calib is exit 2 here, not a dead actor later
     n_chunks = math.ceil(stream_length(cfg.task) / cfg.task.n_batches)
     space = {"stream_seed": ("categorical", list(cfg.stream_seeds)),
              "bits": ("categorical", list(cfg.bits)),

@@ -168,6 +168,21 @@ def load_diffusers_unet(path: str | Path, scheduler_kind: str | None = None) -> 
                                unet_dir, sched_dir)
 
 
+def one_line(text: object, limit: int = 400) -> str:
+    """`text` on one line (whitespace runs collapsed), cut at `limit` characters: error paragraphs."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _torch_load_reason(exc: BaseException) -> str:
+    """The informative part of a torch.load failure (its weights-only message spans many lines)."""
+    paragraphs = [p for p in str(exc).split("\n\n") if p.strip()]
+    boilerplate = ("Weights only load failed", "Check the documentation of torch.load")
+    # keep e.g. "Trying to load unsupported GLOBAL posix.system whose module posix is blocked."
+    kept = [p for p in paragraphs if not p.strip().startswith(boilerplate)] or paragraphs[:1]
+    return one_line(" ".join(kept).replace("WeightsUnpickler error: ", ""), 240)
+
+
 def _read_timm_file(path: Path) -> Any:
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
@@ -184,7 +199,8 @@ def _read_timm_file(path: Path) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except _LOAD_ERRORS as exc:
         raise CheckpointError(
-            f"Could not read {path} with torch.load(weights_only=True) ({type(exc).__name__}: {exc}). The "
+            f"Could not read {path} with torch.load(weights_only=True) ({type(exc).__name__}: "
+            f"{_torch_load_reason(exc)}). The "
             f"file is corrupted, or it pickles objects other than tensors, which evfarm refuses to load. "
             f"Convert it to safetensors on a machine you trust: "
             f"`safetensors.torch.save_file(state_dict, 'model.safetensors')`."
@@ -209,6 +225,23 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             key = key.removeprefix(prefix)
         cleaned[key.removeprefix("_orig_mod.")] = value
     return cleaned
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensor state dict in a local `.safetensors` or `.pth/.pt/.bin` file, never unpickling freely.
+
+    `.safetensors` loads with safetensors, anything else with `torch.load(weights_only=True)`;
+    checkpoint containers (`state_dict`/`model` keys) and wrapper prefixes are unwrapped. Every
+    failure (missing file, corrupted file, pickled objects other than tensors, no tensor dict) is a
+    `CheckpointError` naming the file and what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"Expected a weights file at {path} (.safetensors, or .pth/.pt/.bin of a state_dict()), but "
+            f"{'it is not a file' if path.exists() else 'there is no such file'}."
+        )
+    return _unwrap_state_dict(_read_timm_file(path), path)
 
 
 def _head_size(model: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
@@ -253,7 +286,7 @@ def load_timm_checkpoint(
     except RuntimeError as exc:
         raise CheckpointError(
             f"The state dict in {path} does not fit timm {arch!r} (num_classes={model.num_classes}, "
-            f"kwargs={model_kwargs}): {str(exc)[:600]}. Check the architecture name, num_classes and "
+            f"kwargs={model_kwargs}): {one_line(exc)}. Check the architecture name, num_classes and "
             f"model kwargs (img_size, in_chans) the checkpoint was trained with."
         ) from exc
     return model.eval()

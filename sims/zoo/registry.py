@@ -74,7 +74,20 @@ def read_card(name: str, root: Path | None = None) -> dict[str, Any]:
             f"Model card {path.name} for zoo model {name!r} is missing (expected at {path}). "
             f"Run `evfarm zoo train {name}` to create it."
         )
-    return json.loads(path.read_text())
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"Model card {path} of zoo model {name!r} is not readable JSON ({exc}). The file is "
+            f"corrupted; restore it from git (`git checkout -- {path.name}` in its folder) or "
+            f"recreate it with `evfarm zoo train {name}`."
+        ) from exc
+    if not isinstance(card, dict):
+        raise CheckpointError(
+            f"Model card {path} of zoo model {name!r} holds a JSON {type(card).__name__}, expected an "
+            f"object of measured figures; restore it from git or recreate it with `evfarm zoo train {name}`."
+        )
+    return card
 
 
 def save_zoo_weights(name: str, model: nn.Module, root: Path | None = None) -> Path:
