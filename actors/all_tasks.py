@@ -9,6 +9,7 @@ A new task module is added here.
 from __future__ import annotations
 
 from actors import (  # noqa: F401  (imported for their @register_task)
+    arena_task,
     calibration_worker,
     demo_task,
     galvo_rig,

@@ -22,7 +22,8 @@ from methods.errors import ConfigError, UnknownNameError
 NOT_YET_CONFIGURED = {
     "roofline_device": "RooflineTask takes batch, flash, mode, gen_tokens; it needs a RooflineTaskConfig",
 }
-EXPECTED = {"calibration", "demo_logreg", "galvo_rig", "model_shard", "roofline_device", "toy", "tta_stream"}
+EXPECTED = {"arena_convergence", "calibration", "demo_logreg", "galvo_rig", "model_shard", "roofline_device",
+            "toy", "tta_stream"}
 
 
 def _config_case(name):
