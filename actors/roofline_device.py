@@ -12,6 +12,8 @@ from actors.task import register_task
 from methods.quant.bits import parse_bits
 from methods.roofline import RooflineConfig
 from methods.roofline_llm import analyze_llm
+from sims.hardware import get_device
+from sims.llm_configs import get_llm_config
 
 #: The bits a roofline trial takes (`methods.quant.bits`): w1..16 a1..16, kv optional (absent: same
 #: as the activation bits, LLM-Viewer's rule); 'fp' and per-module overrides are refused.
@@ -39,7 +41,7 @@ class RooflineTask:
             mode=self.mode,
             gen_tokens=self.gen_tokens,
         )
-        summary = analyze_llm(params["model"], params["device"], cfg).summary()
+        summary = analyze_llm(get_llm_config(params["model"]), get_device(params["device"]), cfg).summary()
         metrics = {
             k: v for k, v in summary.items() if k not in params and k not in ("model", "device", "seq")
         }

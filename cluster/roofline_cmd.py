@@ -73,7 +73,8 @@ def _vision_report(args: argparse.Namespace):
         ) from None
     model = spec.build().eval()
     return analyze_module(
-        model, (torch.zeros(shape),), args.hw, default_bits=(args.w_bits, args.a_bits), mode=args.mode
+        model, (torch.zeros(shape),), get_device(args.hw), default_bits=(args.w_bits, args.a_bits),
+        mode=args.mode,
     )
 
 
@@ -94,7 +95,7 @@ def _report(args: argparse.Namespace):
         mode=args.mode,
         gen_tokens=args.gen,
     )
-    return analyze_llm(model, args.hw, cfg)
+    return analyze_llm(model, get_device(args.hw), cfg)
 
 
 def render(report: Any, fmt: str, stage: str = "both") -> str:
@@ -126,8 +127,15 @@ def run(args: argparse.Namespace) -> int:
         if args.plot is not None:
             rows = [r for r in report.rows if args.stage == "both" or r["stage"] == args.stage]
             fig = roofline_figure(rows, device, title=f"{args.model} on {device.name}")
-            args.plot.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(args.plot, dpi=110)
+            from methods.plotting import save_figure
+
+            try:
+                save_figure(fig, args.plot, dpi=110)
+            except (OSError, ValueError) as exc:  # a file where a folder should be, read-only, bad suffix
+                raise EvfarmUserError(
+                    f"Cannot write the plot to {args.plot} ({exc}). Pass --plot a .png, .svg or .pdf path "
+                    f"in a writable folder."
+                ) from exc
             print(f"plot: {args.plot}", file=sys.stderr)
     except EvfarmUserError as exc:
         print(f"evfarm roofline: {exc}", file=sys.stderr)

@@ -230,9 +230,3 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
-
-
-# Transitional, removed with the contract test's commit: methods/ttaq.py and methods/roofline.py
-# as committed still decorate with it (their working-tree versions no longer do).
-METHODS: Registry[Any] = Registry("method")
-register_method = METHODS.register

@@ -14,8 +14,10 @@ vision analysis (`methods/roofline_vision.py`):
   else FP16 (so W4A16 runs at the FP16 peak);
 - [inferred] corrected mode's peak selection additionally falls back to FP16 when a device lists
   no INT8 peak (LLM-Viewer raises KeyError) and uses an FP32 peak, where listed, for bits > 16;
-- [inferred] the frozen `RooflineConfig`, the row/totals format, CSV/JSON/text rendering, the
-  roofline figure (returned, never written: no file I/O here) and `roofline_grid` for sweeps.
+- [inferred] the frozen `RooflineConfig`, the row/totals format, CSV/JSON/text rendering and the
+  roofline figure (returned, never written: no file I/O here). `roofline_grid` for sweeps lives in
+  `methods/roofline_llm.py`, which builds on this module (this one imports neither analysis), and
+  the `Device`/`LLMConfig` types in `methods/roofline_types.py`.
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from methods.errors import ConfigError
-from methods.registry import register_method
 
 MODES = ("compat", "corrected")
 COST_KEYS = ("ops", "load_weight", "load_act", "store_act", "load_kv", "store_kv")
@@ -50,7 +51,6 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-@register_method("roofline")
 @dataclass(frozen=True)
 class RooflineConfig:
     """What to analyse: bit widths, batch, sequence length, FlashAttention, mode, generated tokens.
@@ -216,14 +216,12 @@ def roofline_figure(rows: Sequence[Mapping[str, Any]], device: Any, dtypes: Sequ
                     title: str = ""):
     """A log-log roofline of `device` with each row as a point (x = AI, y = achieved OPS).
 
-    Returns a matplotlib Figure built without pyplot (Agg canvas), so nothing global is touched.
+    Returns a matplotlib Figure built without pyplot (methods.plotting: Agg canvas), so nothing
+    global is touched; write it with `methods.plotting.save_figure`.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from methods.plotting import new_figure
 
-    fig = Figure(figsize=(7, 5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = new_figure(figsize=(7, 5))
     finite = [r for r in rows if r["ops"] > 0 and math.isfinite(r["arithmetic_intensity"])]
     ais = [r["arithmetic_intensity"] for r in finite] or [1.0]
     lo, hi = min(ais + [1e-2]) / 2, max(ais + [device.turning_point("FP16") * 10]) * 2
@@ -244,27 +242,3 @@ def roofline_figure(rows: Sequence[Mapping[str, Any]], device: Any, dtypes: Sequ
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return fig
-
-
-# ---- grid for sweeps -------------------------------------------------------------------
-
-def roofline_grid(models: Sequence[Any], devices: Sequence[Any], bits: Sequence[tuple[int, int, int | None]],
-                  seqs: Sequence[int], batch: int = 1, flash: bool = False, mode: str = "compat",
-                  gen_tokens: int = 0) -> list[dict[str, Any]]:
-    """Every model x device x (w, a, kv) bits x sequence length, one flat row each (config + results).
-
-    Pure and deterministic, so a grid sweep can hand the rows straight to the result sink.
-    """
-    # Imported here because roofline_llm builds on this module (a top-level import would cycle).
-    from methods.roofline_llm import analyze_llm
-
-    rows = []
-    for model in models:
-        for device in devices:
-            for w, a, kv in bits:
-                for seq in seqs:
-                    cfg = RooflineConfig(w_bits=w, a_bits=a, kv_bits=kv, batch=batch, seq=seq,
-                                         flash=flash, mode=mode, gen_tokens=gen_tokens)
-                    report = analyze_llm(model, device, cfg)
-                    rows.append(report.summary())
-    return rows

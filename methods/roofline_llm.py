@@ -31,17 +31,20 @@ tokens (s in prefill, 1 in decode), b batch, V vocabulary, wB/aB/kB bytes per el
 Both modes: both stages count the head once per sequence (prefill only needs the last token's
 logits); norms are 7 OPs/element, adds 1, softmax 5; GPT-J has one norm per layer; a generation
 task is prefill(prompt) + Σ decode(KV length) over prompt .. prompt + gen - 1.
+
+The functions take an `LLMConfig` and a `Device` (`methods/roofline_types.py`), never names: a
+caller resolves names with `sims.llm_configs.get_llm_config` and `sims.hardware.get_device`.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from methods.roofline import OpCost, RooflineConfig, cost_row, select_peak, sum_rows
-from sims.hardware import Device, get_device
-from sims.llm_configs import LLMConfig, get_llm_config
+from methods.roofline_types import Device, LLMConfig, require_device, require_llm_config
 
 # Operations per output element of the MLP activation in corrected mode [inferred]:
 # SiLU x·sigmoid(x) = neg, exp, add, div; GELU (tanh form) ≈ 8; ReLU = 1 compare.
@@ -193,10 +196,11 @@ def _stage_rows(m: LLMConfig, device: Device, cfg: RooflineConfig, peak: float, 
             for stage in stages for c in _stage_costs(m, stage, cfg, seq, device.onchip_buffer)]
 
 
-def analyze_llm(model: str | LLMConfig, device: str | Device, cfg: RooflineConfig | None = None) -> LLMReport:
+def analyze_llm(model: LLMConfig, device: Device, cfg: RooflineConfig | None = None) -> LLMReport:
     """Roofline of `model` on `device` for prefill of `cfg.seq` tokens and one decode step at KV length
     `cfg.seq` (plus a generation task when `cfg.gen_tokens` > 0)."""
-    m, dev, cfg = get_llm_config(model), get_device(device), cfg or RooflineConfig()
+    m, dev = require_llm_config(model, "analyze_llm"), require_device(device, "analyze_llm")
+    cfg = cfg or RooflineConfig()
     dtype, peak = select_peak(dev, cfg.w_bits, cfg.a_bits, cfg.kv, cfg.mode)
     rows = _stage_rows(m, dev, cfg, peak, cfg.seq)
     totals = {st: sum_rows(r for r in rows if r["stage"] == st) for st in ("decode", "prefill")}
@@ -206,10 +210,10 @@ def analyze_llm(model: str | LLMConfig, device: str | Device, cfg: RooflineConfi
     return report
 
 
-def generation_time(model: str | LLMConfig, device: str | Device, cfg: RooflineConfig, prompt_len: int,
+def generation_time(model: LLMConfig, device: Device, cfg: RooflineConfig, prompt_len: int,
                     gen_len: int) -> dict[str, float]:
     """Prefill of the prompt plus one decode step per generated token over a growing KV cache."""
-    m, dev = get_llm_config(model), get_device(device)
+    m, dev = require_llm_config(model, "generation_time"), require_device(device, "generation_time")
     _, peak = select_peak(dev, cfg.w_bits, cfg.a_bits, cfg.kv, cfg.mode)
     prefill = sum_rows(_stage_rows(m, dev, cfg, peak, prompt_len, ("prefill",)))["time"]
     decode = sum(sum_rows(_stage_rows(m, dev, cfg, peak, kv_len, ("decode",)))["time"]
@@ -217,3 +221,24 @@ def generation_time(model: str | LLMConfig, device: str | Device, cfg: RooflineC
     total = prefill + decode
     return {"prefill_time": prefill, "decode_time": decode, "total_time": total,
             "tokens_per_s": gen_len * cfg.batch / decode if decode > 0 else math.inf}
+
+
+# ---- grid for sweeps -------------------------------------------------------------------
+
+def roofline_grid(models: Sequence[LLMConfig], devices: Sequence[Device],
+                  bits: Sequence[tuple[int, int, int | None]], seqs: Sequence[int], batch: int = 1,
+                  flash: bool = False, mode: str = "compat", gen_tokens: int = 0) -> list[dict[str, Any]]:
+    """Every model x device x (w, a, kv) bits x sequence length, one flat row each (config + results).
+
+    Pure and deterministic, so a grid sweep can hand the rows straight to the result sink.
+    """
+    rows = []
+    for model in models:
+        for device in devices:
+            for w, a, kv in bits:
+                for seq in seqs:
+                    cfg = RooflineConfig(w_bits=w, a_bits=a, kv_bits=kv, batch=batch, seq=seq,
+                                         flash=flash, mode=mode, gen_tokens=gen_tokens)
+                    report = analyze_llm(model, device, cfg)
+                    rows.append(report.summary())
+    return rows

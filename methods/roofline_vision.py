@@ -48,7 +48,7 @@ from torch.overrides import TorchFunctionMode
 
 from methods.errors import ConfigError, UnknownNameError, did_you_mean
 from methods.roofline import OpCost, check_bits, check_mode, cost_row, select_peak, sum_rows
-from sims.hardware import Device, get_device
+from methods.roofline_types import Device, require_device
 
 ACT_OPS = {"gelu": 8, "silu": 4, "sigmoid": 4, "relu": 1}
 CONVS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
@@ -234,12 +234,15 @@ def _row_name(call: _Call, leaf: bool, seen: dict[str, int]) -> str:
     return base if seen[base] == 1 else f"{base}#{seen[base]}"
 
 
-def analyze_module(model: nn.Module, inputs: Any, device: str | Device,
+def analyze_module(model: nn.Module, inputs: Any, device: Device,
                    bits: Mapping[str, tuple[int, int]] | None = None,
                    default_bits: tuple[int, int] = (16, 16),
                    mode: str = "corrected", fused_attention: bool = True) -> VisionReport:
-    """Trace `model` once and put every costed call on `device`'s roofline."""
-    dev, mode = get_device(device), check_mode(mode)
+    """Trace `model` once and put every costed call on `device`'s roofline.
+
+    `device` is a `Device` object; resolve a name with `sims.hardware.get_device` first.
+    """
+    dev, mode = require_device(device, "analyze_module"), check_mode(mode)
     calls = trace_costs(model, inputs, bits, default_bits, fused_attention)
     bits_for = _bits_lookup(model, bits or {}, default_bits)
     leaves = {n for n, m in model.named_modules() if not any(True for _ in m.children())}

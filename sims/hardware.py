@@ -15,77 +15,17 @@ Which parts follow what:
   summed for CPUs).
 
 Units: `bandwidth` in bytes per second, `peaks` in operations per second (one multiply-add = 2
-OPs), `onchip_buffer` in bytes.
+OPs), `onchip_buffer` in bytes. The `Device` type lives in `methods/roofline_types.py` (methods take
+the object); this module is the table of named devices and `get_device`, which resolves a name.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any
+from methods.errors import UnknownNameError, did_you_mean
+from methods.registry import REPLACE_FIELDS, Registry
+from methods.roofline_types import Device
 
-from methods.errors import ConfigError, UnknownNameError, did_you_mean
-from methods.registry import Registry
-
-DTYPES = ("FP32", "FP16", "INT8")
-
-
-@dataclass(frozen=True)
-class Device:
-    """One virtual device: a roof (peak OPS per data type) and a slope (memory bandwidth)."""
-
-    name: str
-    bandwidth: float
-    peaks: Mapping[str, float]
-    onchip_buffer: float
-    source: str
-    kind: str = "gpu"
-    note: str = ""
-    version: int = 1
-
-    def __post_init__(self) -> None:
-        if not self.bandwidth > 0:
-            raise ConfigError(f"device {self.name!r}: bandwidth must be > 0 B/s, got {self.bandwidth!r}.")
-        unknown = set(self.peaks) - set(DTYPES)
-        if unknown:
-            raise ConfigError(
-                f"device {self.name!r}: peak data types must be among {DTYPES}, got {sorted(unknown)}."
-            )
-        if any(not v > 0 for v in self.peaks.values()):
-            raise ConfigError(f"device {self.name!r}: every peak must be > 0 OPS, got {dict(self.peaks)}.")
-        if "FP16" not in self.peaks:
-            raise ConfigError(f"device {self.name!r}: an FP16 peak is required (LLM-Viewer's default roof).")
-        # A read-only view, so a shared table entry cannot be edited by accident.
-        object.__setattr__(self, "peaks", MappingProxyType(dict(self.peaks)))
-
-    def peak(self, dtype: str) -> float:
-        """Peak OPS for `dtype` ("FP32", "FP16" or "INT8"); a clear error when the table lacks it."""
-        try:
-            return self.peaks[dtype]
-        except KeyError:
-            raise ConfigError(
-                f"device {self.name!r} has no {dtype} peak (it lists {sorted(self.peaks)}); "
-                f"use mode='corrected' (falls back to FP16) or pick another device."
-            ) from None
-
-    def turning_point(self, dtype: str = "FP16") -> float:
-        """Arithmetic intensity (OPs per byte) where the memory roof meets the compute roof."""
-        return self.peak(dtype) / self.bandwidth
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "bandwidth": self.bandwidth,
-            "peaks": dict(self.peaks),
-            "onchip_buffer": self.onchip_buffer,
-            "source": self.source,
-            "kind": self.kind,
-            "note": self.note,
-            "version": self.version,
-        }
-
-
-HARDWARE: Registry[Device] = Registry("device")
+# HARDWARE.create(name, **fields): a copy of that device with some fields replaced.
+HARDWARE: Registry[Device] = Registry("device", Device, creator=REPLACE_FIELDS)
 
 _LLMV = "hahnyuan/LLM-Viewer hardwares/hardware_params.py (snapshot 472f71f)"
 

@@ -8,85 +8,25 @@ Which parts follow what:
   DiT S/B/L/XL with patch 2/4/8). The numbers are the models' own published Hugging Face
   `config.json` values (DiT: the DiT paper's Table 1, arXiv 2212.09748, as in LLM-Viewer's
   `model_params/DiT.py`).
-- [inferred] `LLMConfig` records the *true* architecture (gated MLP or not, number of norms,
-  activation, tied embeddings). LLM-Viewer's own deviations (an OPT/DiT gate, GPT-J's hard-coded
-  intermediate size) are applied by compat mode in `methods/roofline_llm.py`, not stored here.
+- [inferred] `LLMConfig` (in `methods/roofline_types.py`: methods take the object, this module
+  resolves names) records the *true* architecture (gated MLP or not, number of norms, activation,
+  tied embeddings). LLM-Viewer's own deviations (an OPT/DiT gate, GPT-J's hard-coded intermediate
+  size) are applied by compat mode in `methods/roofline_llm.py`, not stored here.
 - [inferred] Reading a local `config.json` maps `model_type` to a family and reads the family's
   field names; a missing field is a ConfigError naming it. No network, no transformers import.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from methods.errors import ConfigError, UnknownNameError, did_you_mean
-from methods.registry import Registry
+from methods.registry import REPLACE_FIELDS, Registry
+from methods.roofline_types import LLMConfig
 
-FAMILIES = ("llama", "opt", "gptj", "chatglm", "dit")
-ACTIVATIONS = ("silu", "relu", "gelu")
-
-
-@dataclass(frozen=True)
-class LLMConfig:
-    """Shape of a decoder-only LLM (or a DiT backbone) as the roofline analysis needs it.
-
-    `num_key_value_heads` < `num_attention_heads` means grouped-query attention. `vocab_size` 0 and
-    `has_lm_head` False describe a DiT (no language-model head). `default_seq` is the sequence length
-    used when none is given (DiT: tokens of a 256x256 image).
-    """
-
-    name: str
-    family: str
-    hidden_size: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    num_hidden_layers: int
-    vocab_size: int
-    gated_mlp: bool = True
-    num_norms: int = 2
-    activation: str = "silu"
-    tied_embeddings: bool = False
-    has_lm_head: bool = True
-    default_seq: int = 1024
-    source: str = ""
-    version: int = 1
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ConfigError(f"{self.name}: family must be one of {FAMILIES}, got {self.family!r}.")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"{self.name}: activation must be one of {ACTIVATIONS}, got {self.activation!r}."
-            )
-        for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
-                    "num_hidden_layers", "default_seq"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{self.name}: {key} must be a positive integer, got {value!r}.")
-        if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
-            raise ConfigError(f"{self.name}: vocab_size must be an integer >= 0, got {self.vocab_size!r}.")
-        if self.has_lm_head and self.vocab_size == 0:
-            raise ConfigError(f"{self.name}: a model with an LM head needs vocab_size > 0.")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ConfigError(
-                f"{self.name}: num_attention_heads ({self.num_attention_heads}) must be a multiple of "
-                f"num_key_value_heads ({self.num_key_value_heads}); check the config."
-            )
-        if self.num_norms not in (1, 2):
-            raise ConfigError(f"{self.name}: num_norms must be 1 or 2, got {self.num_norms!r}.")
-
-    @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-LLM_CONFIGS: Registry[LLMConfig] = Registry("model config")
+# LLM_CONFIGS.create(name, **fields): a copy of that model config with some fields replaced.
+LLM_CONFIGS: Registry[LLMConfig] = Registry("model config", LLMConfig, creator=REPLACE_FIELDS)
 _ALIASES: dict[str, str] = {}
 
 

@@ -9,13 +9,16 @@ import pytest
 import torch
 
 from methods.errors import ConfigError, UnknownNameError
-from methods.registry import METHODS
-from methods.roofline import RooflineConfig, roofline_grid, roofline_point, select_peak
-from methods.roofline_llm import analyze_llm, generation_time
+from methods.roofline import RooflineConfig, roofline_point, select_peak
+from methods.roofline_llm import analyze_llm, generation_time, roofline_grid
+from methods.roofline_types import LLMConfig
 from sims.hardware import get_device
-from sims.llm_configs import LLMConfig, get_llm_config
+from sims.llm_configs import get_llm_config
 
-A100 = "nvidia_A100"
+# The methods take objects; the tests resolve names through the sims tables, as every caller does.
+A100 = get_device("nvidia_A100")
+LLAMA7B = get_llm_config("Llama-2-7b")
+LLAMA70B = get_llm_config("Llama-2-70b")
 
 
 def cfg(**kw) -> RooflineConfig:
@@ -31,7 +34,7 @@ def row(report, stage: str, layer: str) -> dict:
 
 @pytest.fixture(scope="module")
 def llama7b_compat():
-    return analyze_llm("Llama-2-7b", A100, cfg())
+    return analyze_llm(LLAMA7B, A100, cfg())
 
 
 @pytest.mark.parametrize(("stage", "key", "published"), [
@@ -97,7 +100,8 @@ def test_roofline_point_is_max_of_compute_and_memory_time():
     ("chatglm3-6b", "nvidia_jetson_agx_orin_64g", 4, 8, 4, 2048),
 ])
 def test_decode_time_at_least_weight_bytes_over_bandwidth(mode, model, device, w, a, kv, seq):
-    rep = analyze_llm(model, device, cfg(w_bits=w, a_bits=a, kv_bits=kv, seq=seq, mode=mode))
+    rep = analyze_llm(get_llm_config(model), get_device(device),
+                      cfg(w_bits=w, a_bits=a, kv_bits=kv, seq=seq, mode=mode))
     bw = get_device(device).bandwidth
     assert rep.totals["decode"]["time"] >= rep.totals["decode"]["load_weight"] / bw
     assert rep.totals["decode"]["time"] >= rep.totals["decode"]["memory_access"] / bw * (1 - 1e-12)
@@ -105,7 +109,7 @@ def test_decode_time_at_least_weight_bytes_over_bandwidth(mode, model, device, w
 
 @pytest.mark.parametrize("mode", ["compat", "corrected"])
 def test_halving_weight_bits_roughly_halves_weight_bound_decode(mode):
-    times = {w: analyze_llm("Llama-2-7b", A100, cfg(w_bits=w, seq=128, mode=mode)).totals["decode"]["time"]
+    times = {w: analyze_llm(LLAMA7B, A100, cfg(w_bits=w, seq=128, mode=mode)).totals["decode"]["time"]
              for w in (16, 8, 4)}
     assert 0.48 < times[8] / times[16] < 0.53
     assert 0.48 < times[4] / times[8] < 0.55
@@ -113,17 +117,17 @@ def test_halving_weight_bits_roughly_halves_weight_bound_decode(mode):
 
 def test_all_bits_at_most_8_switch_to_int8_peak():
     dev = get_device(A100)
-    assert analyze_llm("Llama-2-7b", A100, cfg(w_bits=8, a_bits=8, kv_bits=8)).peak_dtype == "INT8"
+    assert analyze_llm(LLAMA7B, A100, cfg(w_bits=8, a_bits=8, kv_bits=8)).peak_dtype == "INT8"
     for w, a, kv in [(4, 16, 16), (8, 8, 16), (4, 16, 4)]:  # W4A16 stays on the FP16 roof
-        assert analyze_llm("Llama-2-7b", A100, cfg(w_bits=w, a_bits=a, kv_bits=kv)).peak_dtype == "FP16"
-    fp16 = row(analyze_llm("Llama-2-7b", A100, cfg(w_bits=8, a_bits=8, kv_bits=16)), "prefill", "up_proj")
-    int8 = row(analyze_llm("Llama-2-7b", A100, cfg(w_bits=8, a_bits=8, kv_bits=8)), "prefill", "up_proj")
+        assert analyze_llm(LLAMA7B, A100, cfg(w_bits=w, a_bits=a, kv_bits=kv)).peak_dtype == "FP16"
+    fp16 = row(analyze_llm(LLAMA7B, A100, cfg(w_bits=8, a_bits=8, kv_bits=16)), "prefill", "up_proj")
+    int8 = row(analyze_llm(LLAMA7B, A100, cfg(w_bits=8, a_bits=8, kv_bits=8)), "prefill", "up_proj")
     assert fp16["bound"] == int8["bound"] == "compute"
     assert int8["time"] == pytest.approx(fp16["time"] * dev.peak("FP16") / dev.peak("INT8"))
 
 
 def test_grouped_kv_heads_cut_kv_bytes_by_heads_over_kv_heads():
-    gqa = get_llm_config("Llama-2-70b")
+    gqa = LLAMA70B
     mha = dataclasses.replace(gqa, name="Llama-2-70b-mha", num_key_value_heads=gqa.num_attention_heads)
     ratio = gqa.num_attention_heads // gqa.num_key_value_heads
     assert ratio == 8
@@ -138,7 +142,7 @@ def test_grouped_kv_heads_cut_kv_bytes_by_heads_over_kv_heads():
 @pytest.mark.parametrize("mode", ["compat", "corrected"])
 def test_more_bits_move_more_bytes(mode):
     def tot(**kw):
-        return analyze_llm("Llama-2-7b", A100, cfg(mode=mode, **kw)).totals["decode"]
+        return analyze_llm(LLAMA7B, A100, cfg(mode=mode, **kw)).totals["decode"]
 
     w = [tot(w_bits=b)["load_weight"] for b in (2, 3, 4, 8, 16)]
     kv = [tot(kv_bits=b)["load_kv"] for b in (2, 4, 8, 16)]
@@ -151,20 +155,20 @@ def test_more_bits_move_more_bytes(mode):
 @pytest.mark.parametrize("flash", [False, True])
 @pytest.mark.parametrize("mode", ["compat", "corrected"])
 def test_longer_sequence_means_more_decode_time(mode, flash):
-    times = [analyze_llm("Llama-2-7b", A100, cfg(seq=s, flash=flash, mode=mode)).totals["decode"]["time"]
+    times = [analyze_llm(LLAMA7B, A100, cfg(seq=s, flash=flash, mode=mode)).totals["decode"]["time"]
              for s in (128, 512, 2048, 8192)]
     assert all(b > a for a, b in zip(times, times[1:], strict=False))
 
 
 def test_kv_bits_default_to_a_bits():
     assert cfg(a_bits=8).kv == 8
-    a = analyze_llm("Llama-2-7b", A100, cfg(a_bits=8))
-    b = analyze_llm("Llama-2-7b", A100, cfg(a_bits=8, kv_bits=8))
+    a = analyze_llm(LLAMA7B, A100, cfg(a_bits=8))
+    b = analyze_llm(LLAMA7B, A100, cfg(a_bits=8, kv_bits=8))
     assert a.totals == b.totals
 
 
 def test_batch_scales_activation_and_kv_traffic_not_weights():
-    one, four = (analyze_llm("Llama-2-7b", A100, cfg(batch=b, mode="corrected")).totals["decode"]
+    one, four = (analyze_llm(LLAMA7B, A100, cfg(batch=b, mode="corrected")).totals["decode"]
                  for b in (1, 4))
     assert four["load_weight"] == one["load_weight"]
     assert four["load_kv"] == pytest.approx(4 * one["load_kv"])
@@ -175,20 +179,20 @@ def test_batch_scales_activation_and_kv_traffic_not_weights():
 
 def test_diff_prefill_q_load_uses_attention_heads():
     h, a, g, s = 8192, 64, 8, 1024
-    comp, corr = (analyze_llm("Llama-2-70b", A100, cfg(mode=m)) for m in ("compat", "corrected"))
+    comp, corr = (analyze_llm(LLAMA70B, A100, cfg(mode=m)) for m in ("compat", "corrected"))
     d = h // a
     assert row(comp, "prefill", "qk_matmul")["load_act"] == s * d * g * 2
     assert row(corr, "prefill", "qk_matmul")["load_act"] == s * d * a * 2
     # decode already uses a in both modes; MHA models are unaffected
     assert row(comp, "decode", "qk_matmul")["load_act"] == row(corr, "decode", "qk_matmul")["load_act"]
-    mha = [analyze_llm("Llama-2-7b", A100, cfg(mode=m)) for m in ("compat", "corrected")]
+    mha = [analyze_llm(LLAMA7B, A100, cfg(mode=m)) for m in ("compat", "corrected")]
     assert row(mha[0], "prefill", "qk_matmul")["load_act"] == row(mha[1], "prefill", "qk_matmul")["load_act"]
 
 
 def test_diff_flash_kv_load_uses_kv_heads_and_o_has_s_by_d_elements():
     s, h, a, g = 4096, 8192, 64, 8
     d = h // a
-    comp, corr = (analyze_llm("Llama-2-70b", A100, cfg(seq=s, flash=True, mode=m))
+    comp, corr = (analyze_llm(LLAMA70B, A100, cfg(seq=s, flash=True, mode=m))
                   for m in ("compat", "corrected"))
     block_r = min(math.ceil(27648e3 / (2 * d)), d)
     n_blocks = math.ceil(s / block_r)
@@ -203,21 +207,21 @@ def test_diff_flash_kv_load_uses_kv_heads_and_o_has_s_by_d_elements():
 
 
 def test_flash_replaces_three_attention_nodes_by_one():
-    rep = analyze_llm("Llama-2-7b", A100, cfg(flash=True))
+    rep = analyze_llm(LLAMA7B, A100, cfg(flash=True))
     names = {r["layer"] for r in rep.rows}
     assert "fused_attention" in names and not names & {"qk_matmul", "sv_matmul", "softmax"}
-    plain = analyze_llm("Llama-2-7b", A100, cfg(mode="corrected"))
-    fused = analyze_llm("Llama-2-7b", A100, cfg(flash=True, mode="corrected"))
+    plain = analyze_llm(LLAMA7B, A100, cfg(mode="corrected"))
+    fused = analyze_llm(LLAMA7B, A100, cfg(flash=True, mode="corrected"))
     assert fused.totals["prefill"]["memory_access"] < plain.totals["prefill"]["memory_access"]
 
 
 def test_diff_mlp_act_uses_intermediate_size():
-    comp, corr = (analyze_llm("Llama-2-7b", A100, cfg(seq=64, mode=m)) for m in ("compat", "corrected"))
+    comp, corr = (analyze_llm(LLAMA7B, A100, cfg(seq=64, mode=m)) for m in ("compat", "corrected"))
     h, i, s = 4096, 11008, 64
     assert row(comp, "prefill", "mlp_act")["ops"] == 2 * h * s
     assert row(corr, "prefill", "mlp_act")["ops"] == (4 + 1) * i * s  # SiLU 4 + gate multiply 1
     assert row(corr, "prefill", "mlp_act")["load_act"] == 2 * i * s * 2
-    opt = analyze_llm("opt-1.3b", A100, cfg(seq=64, mode="corrected"))
+    opt = analyze_llm(get_llm_config("opt-1.3b"), A100, cfg(seq=64, mode="corrected"))
     assert row(opt, "prefill", "mlp_act")["ops"] == 1 * 8192 * 64  # ReLU, no gate
     assert row(opt, "prefill", "mlp_act")["load_act"] == 8192 * 64 * 2
 
@@ -225,7 +229,7 @@ def test_diff_mlp_act_uses_intermediate_size():
 @pytest.mark.parametrize("batch", [1, 4])
 def test_diff_lm_head_factor_two_and_batch(batch):
     h, v = 4096, 32000
-    comp, corr = (analyze_llm("Llama-2-7b", A100, cfg(batch=batch, mode=m)) for m in ("compat", "corrected"))
+    comp, corr = (analyze_llm(LLAMA7B, A100, cfg(batch=batch, mode=m)) for m in ("compat", "corrected"))
     for stage in ("decode", "prefill"):
         c, k = row(comp, stage, "lm_head"), row(corr, stage, "lm_head")
         assert c["ops"] == batch * h * v and k["ops"] == 2 * batch * h * v
@@ -235,7 +239,7 @@ def test_diff_lm_head_factor_two_and_batch(batch):
 
 
 def test_diff_opt_has_no_gate_in_corrected_mode():
-    comp, corr = (analyze_llm("opt-6.7b", A100, cfg(mode=m)) for m in ("compat", "corrected"))
+    comp, corr = (analyze_llm(get_llm_config("opt-6.7b"), A100, cfg(mode=m)) for m in ("compat", "corrected"))
     assert "gate_proj" in {r["layer"] for r in comp.rows}
     assert "gate_proj" not in {r["layer"] for r in corr.rows}
     ffn = [sum(r["load_weight"] for r in rep.rows if r["stage"] == "decode" and r["layer"] in
@@ -255,7 +259,8 @@ def test_diff_gptj_intermediate_size_and_single_norm():
 
 
 def test_diff_dit_adaln_and_no_gate_no_head():
-    comp, corr = (analyze_llm("DiT-XL/2", A100, cfg(seq=256, mode=m)) for m in ("compat", "corrected"))
+    dit = get_llm_config("DiT-XL/2")
+    comp, corr = (analyze_llm(dit, A100, cfg(seq=256, mode=m)) for m in ("compat", "corrected"))
     cn, kn = {r["layer"] for r in comp.rows}, {r["layer"] for r in corr.rows}
     assert "gate_proj" in cn and "gate_proj" not in kn
     assert "adaLN_modulation" in kn and "adaLN_modulation" not in cn
@@ -264,17 +269,18 @@ def test_diff_dit_adaln_and_no_gate_no_head():
 
 
 def test_diff_footprint_counts_head_and_untied_embedding():
-    comp, corr = (analyze_llm("Llama-2-7b", A100, cfg(mode=m)) for m in ("compat", "corrected"))
+    comp, corr = (analyze_llm(LLAMA7B, A100, cfg(mode=m)) for m in ("compat", "corrected"))
     assert corr.footprint["weights"] - comp.footprint["weights"] == 2 * 4096 * 32000 * 2
-    comp, corr = (analyze_llm("opt-1.3b", A100, cfg(mode=m)) for m in ("compat", "corrected"))
+    comp, corr = (analyze_llm(get_llm_config("opt-1.3b"), A100, cfg(mode=m)) for m in ("compat", "corrected"))
     ffn_gate = 24 * 2048 * 8192 * 2  # compat's phantom OPT gate, removed in corrected mode
     assert corr.footprint["weights"] - comp.footprint["weights"] == 2048 * 50272 * 2 - ffn_gate
 
 
 def test_diff_device_without_int8_peak():
     with pytest.raises(ConfigError, match="no INT8 peak"):
-        analyze_llm("Llama-2-7b", "intel_13900k", cfg(w_bits=8, a_bits=8, kv_bits=8))
-    rep = analyze_llm("Llama-2-7b", "intel_13900k", cfg(w_bits=8, a_bits=8, kv_bits=8, mode="corrected"))
+        analyze_llm(LLAMA7B, get_device("intel_13900k"), cfg(w_bits=8, a_bits=8, kv_bits=8))
+    cpu = get_device("intel_13900k")
+    rep = analyze_llm(LLAMA7B, cpu, cfg(w_bits=8, a_bits=8, kv_bits=8, mode="corrected"))
     assert rep.peak_dtype == "FP16"
 
 
@@ -287,7 +293,7 @@ def test_diff_fp32_peak_for_wide_bits():
 
 def test_corrected_equals_compat_where_no_quirk_applies():
     """Nodes untouched by the fixes are identical in both modes (guards against accidental drift)."""
-    comp, corr = (analyze_llm("Llama-2-7b", A100, cfg(mode=m)) for m in ("compat", "corrected"))
+    comp, corr = (analyze_llm(LLAMA7B, A100, cfg(mode=m)) for m in ("compat", "corrected"))
     for name in ("q_proj", "k_proj", "down_proj", "sv_matmul", "softmax", "attn_norm", "mlp_add"):
         for stage in ("decode", "prefill"):
             assert row(comp, stage, name) == row(corr, stage, name)
@@ -297,14 +303,14 @@ def test_corrected_equals_compat_where_no_quirk_applies():
 
 def test_generation_is_prefill_plus_growing_decode():
     c = cfg(seq=100, gen_tokens=3)
-    gen = analyze_llm("Llama-2-7b", A100, c).generation
-    expect_prefill = analyze_llm("Llama-2-7b", A100, cfg(seq=100)).totals["prefill"]["time"]
-    expect_decode = sum(analyze_llm("Llama-2-7b", A100, cfg(seq=s)).totals["decode"]["time"]
+    gen = analyze_llm(LLAMA7B, A100, c).generation
+    expect_prefill = analyze_llm(LLAMA7B, A100, cfg(seq=100)).totals["prefill"]["time"]
+    expect_decode = sum(analyze_llm(LLAMA7B, A100, cfg(seq=s)).totals["decode"]["time"]
                         for s in (100, 101, 102))
     assert gen["prefill_time"] == pytest.approx(expect_prefill, rel=1e-12)
     assert gen["decode_time"] == pytest.approx(expect_decode, rel=1e-12)
     assert gen["tokens_per_s"] == pytest.approx(3 / expect_decode)
-    assert generation_time("Llama-2-7b", A100, c, 100, 0)["decode_time"] == 0
+    assert generation_time(LLAMA7B, A100, c, 100, 0)["decode_time"] == 0
 
 
 @pytest.mark.parametrize("kw", [{"w_bits": 0}, {"a_bits": 33}, {"kv_bits": 4.5}, {"w_bits": True},
@@ -317,13 +323,26 @@ def test_bad_config_is_a_config_error(kw):
 
 def test_unknown_model_and_device_list_near_names():
     with pytest.raises(UnknownNameError, match="Llama-2-7b"):
-        analyze_llm("Llama-2-7", A100, cfg())
+        get_llm_config("Llama-2-7")
     with pytest.raises(UnknownNameError, match="nvidia_A100"):
-        analyze_llm("Llama-2-7b", "nvidia_A1000", cfg())
+        get_device("nvidia_A1000")
 
 
-def test_registered_config_and_search_space():
-    assert METHODS.get("roofline") is RooflineConfig
+def test_methods_take_objects_and_say_where_to_resolve_a_name():
+    """Methods never resolve names (that would import sims): a name is refused with the fix."""
+    from methods.roofline_vision import analyze_module
+
+    with pytest.raises(ConfigError, match=r"analyze_llm takes an LLMConfig.*get_llm_config\('Llama-2-7b'\)"):
+        analyze_llm("Llama-2-7b", A100, cfg())
+    with pytest.raises(ConfigError, match=r"takes a Device.*get_device\('nvidia_A100'\)"):
+        analyze_llm(LLAMA7B, "nvidia_A100", cfg())
+    with pytest.raises(ConfigError, match="generation_time takes a Device"):
+        generation_time(LLAMA7B, "nvidia_A100", cfg(), 10, 1)
+    with pytest.raises(ConfigError, match="analyze_module takes a Device"):
+        analyze_module(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), "nvidia_A100")
+
+
+def test_config_search_space():
     space = RooflineConfig.search_space()
     for key, (kind, values) in space.items():
         assert kind == "categorical" and values
@@ -332,16 +351,16 @@ def test_registered_config_and_search_space():
 
 
 def test_roofline_grid_rows():
-    rows = roofline_grid(["Llama-2-7b", "opt-125m"], [A100, "raspberry_pi5_cpu"],
-                         [(16, 16, 16), (4, 16, 4)], [128, 1024])
+    models = [LLAMA7B, get_llm_config("opt-125m")]
+    devices = [A100, get_device("raspberry_pi5_cpu")]
+    rows = roofline_grid(models, devices, [(16, 16, 16), (4, 16, 4)], [128, 1024])
     assert len(rows) == 16
     assert {(r["model"], r["device"], r["w_bits"], r["seq"]) for r in rows} == {
-        (m, d, w, s) for m in ("Llama-2-7b", "opt-125m") for d in (A100, "raspberry_pi5_cpu")
+        (m, d, w, s) for m in ("Llama-2-7b", "opt-125m") for d in ("nvidia_A100", "raspberry_pi5_cpu")
         for w in (16, 4) for s in (128, 1024)}
     first = rows[0]
-    assert first["decode_time"] == analyze_llm("Llama-2-7b", A100, cfg(seq=128)).totals["decode"]["time"]
-    assert rows == roofline_grid(["Llama-2-7b", "opt-125m"], [A100, "raspberry_pi5_cpu"],
-                                 [(16, 16, 16), (4, 16, 4)], [128, 1024])
+    assert first["decode_time"] == analyze_llm(LLAMA7B, A100, cfg(seq=128)).totals["decode"]["time"]
+    assert rows == roofline_grid(models, devices, [(16, 16, 16), (4, 16, 4)], [128, 1024])
 
 
 def test_custom_llmconfig_validation():
@@ -426,7 +445,7 @@ def test_unet_trace_and_cached_steps(tiny_unet):
     from methods.roofline_vision import analyze_module, cache_schedule, cached_step_cost
 
     inputs = {"sample": torch.randn(1, 3, 16, 16), "timestep": 10}
-    rep = analyze_module(tiny_unet, inputs, "nvidia_jetson_orin_nano_8g")
+    rep = analyze_module(tiny_unet, inputs, get_device("nvidia_jetson_orin_nano_8g"))
     ops = {r["op"] for r in rep.rows}
     assert {"conv2d", "group_norm", "silu", "linear", "scaled_dot_product_attention"} <= ops
     full = rep.totals["forward"]
@@ -460,7 +479,7 @@ def test_sam_encoder_matmul_and_einsum_ops_match_torch_flop_counter():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         enc(x)
-    rep = analyze_module(enc, (x,), "apple_m2_gpu")
+    rep = analyze_module(enc, (x,), get_device("apple_m2_gpu"))
     ops = {r["op"] for r in rep.rows}
     assert {"matmul", "einsum", "softmax"} <= ops
     assert sum(r["ops"] for r in rep.rows if r["op"] in ("linear", "conv2d", "matmul", "einsum")) == \
@@ -483,7 +502,7 @@ def test_einsum_contracted_sizes():
     ("DiT-XL/2", 675e6, 1.5e-2),           # DiT paper, Table 1 (we omit embedders and final layer)
 ])
 def test_corrected_weight_footprint_matches_published_parameter_counts(model, published, rel):
-    corr = analyze_llm(model, A100, cfg(mode="corrected")).footprint["weights"] / 2
-    comp = analyze_llm(model, A100, cfg(mode="compat")).footprint["weights"] / 2
+    corr = analyze_llm(get_llm_config(model), A100, cfg(mode="corrected")).footprint["weights"] / 2
+    comp = analyze_llm(get_llm_config(model), A100, cfg(mode="compat")).footprint["weights"] / 2
     assert corr == pytest.approx(published, rel=rel)
     assert comp < corr  # compat leaves out the head and embedding (and DiT's adaLN)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from methods.errors import ConfigError, UnknownNameError
-from sims.hardware import HARDWARE, Device, device_names, get_device
+from methods.roofline_types import Device
+from sims.hardware import HARDWARE, device_names, get_device
 
 # reference systems.md §2.3 (LLM-Viewer hardware_params.py): bandwidth, FP16, INT8, on-chip buffer
 LLM_VIEWER = {

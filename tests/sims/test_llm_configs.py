@@ -8,6 +8,7 @@ import pytest
 from methods.errors import ConfigError, UnknownNameError
 from methods.roofline import RooflineConfig
 from methods.roofline_llm import analyze_llm
+from sims.hardware import get_device
 from sims.llm_configs import get_llm_config, model_names, read_hf_config
 
 LLAMA7B_JSON = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
@@ -33,8 +34,9 @@ def test_local_config_json_equals_builtin(tmp_path):
     local = read_hf_config(folder)
     assert local.name == "llama7b" and local.family == "llama"
     cfg = RooflineConfig(seq=512)
-    assert analyze_llm(str(folder / "config.json"), "nvidia_A100", cfg).totals == \
-        analyze_llm("Llama-2-7b", "nvidia_A100", cfg).totals
+    a100 = get_device("nvidia_A100")
+    assert analyze_llm(get_llm_config(str(folder / "config.json")), a100, cfg).totals == \
+        analyze_llm(get_llm_config("Llama-2-7b"), a100, cfg).totals
 
 
 def test_local_configs_of_other_families(tmp_path):
