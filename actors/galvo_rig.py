@@ -10,9 +10,10 @@ Rigs and papers: "search" = wide-area PPM search, arXiv 2405.04589 (`sims/rigs/s
 (`sims/rigs/scanner_rig.py`, `methods/galvo3d.py`). Everything in this file is our design
 [inferred]: the parameter naming, the seeding and the averaging over scenes. No maths lives here.
 
-Trial params: names starting with `rig_` override rig fields (`rig_settle_s`); `method` picks a
-search method; every other name is a field of the method's (search) or calibration's (scanner)
-config (`budget`, `gamma`, `tiers`, `n_joint_points`).
+Trial params: names starting with `rig_` override rig fields (`rig_settle_s`); `method` picks one
+of the rig's methods (a search strategy; "calib" on the scanner); every other name is a field of
+that method's config (`budget`, `gamma`, `tiers`, `n_joint_points`). Every rig is run the same way,
+through `RigSpec.evaluate(rig_config, method, method_config, seed)`; no rig is special-cased here.
 """
 from __future__ import annotations
 
@@ -33,16 +34,17 @@ RIG_PREFIX = "rig_"
 class GalvoRigTaskConfig(ConfigDict):
     """What every trial on one rig shares.
 
-    rig: "search" or "scanner". rig_overrides: fixed rig fields. method: default search method
-    (a trial's `method` param wins). method_overrides: {method name: {field: value}} for search,
-    {"calib": {field: value}} for the scanner. scenes: seeds averaged per trial. scene_seed: None →
+    rig: a `sims.rigs.RIGS` name ("search", "scanner"). rig_overrides: fixed rig fields. method:
+    the default method (None: the rig's `default_method`; a trial's `method` param wins).
+    method_overrides: {method name: {field: value}}, e.g. {"ppm": {...}} on the search rig,
+    {"calib": {...}} on the scanner. scenes: seeds averaged per trial. scene_seed: None →
     scenes derive from the trial seed; an int → every trial meets the same scenes (paired).
     curve_points: points of the landed recall-vs-shots/time curve (search rig).
     """
 
     rig: str = "search"
     rig_overrides: dict[str, Any] = field(default_factory=dict)
-    method: str = "ppm_search"
+    method: str | None = None
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     scenes: int = 1
     scene_seed: int | None = None
@@ -73,10 +75,8 @@ def scene_seeds(scene_seed: int, n: int) -> list[int]:
 
 def _assigned_galvo_rig() -> float:
     """The `galvo_rig` resource this process holds (0 outside a Ray actor)."""
-    try:
-        import ray
-    except ImportError:
-        return 0.0
+    import ray
+
     if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
         return 0.0  # a driver (or no Ray at all) holds no actor resources
     return float(ray.get_runtime_context().get_assigned_resources().get("galvo_rig", 0.0))
@@ -105,26 +105,20 @@ class GalvoRigTask:
         rig = with_overrides(self.spec.config_cls, self.rig, rig_over, "rig")
         base = seed if self.cfg.scene_seed is None else self.cfg.scene_seed
         seeds = scene_seeds(base, self.cfg.scenes)
-        out = self._search(rig, rest, seeds) if self.cfg.rig == "search" else self._scanner(rig, rest, seeds)
-        self.trials_run += 1
-        out["metrics"].update(galvo_rig=self.galvo_rig, rig_trials_run=self.trials_run, scenes=len(seeds))
-        return out
-
-    def _search(self, rig: Any, params: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
-        from methods.ppm_search import SEARCH_METHODS
-
-        params = dict(params)
-        name = params.pop("method", self.cfg.method)
-        mcls = SEARCH_METHODS.get(name).config_cls
-        over = {**self.cfg.method_overrides.get(name, {}), **params}
+        name = rest.pop("method", self.cfg.method or self.spec.default_method)
+        mcls = self.spec.method_config_cls(name)
+        over = {**self.cfg.method_overrides.get(name, {}), **rest}
         mcfg = with_overrides(mcls, mcls(), over, f"{name} method")
-        runs = [self.spec.evaluate(rig, name, mcfg, s) for s in seeds]
-        keys = ("recall", "total_time_s", "system_fps", "recall_localised", "precision", "loc_err_v",
-                "loc_err_single_v", "loc_err_px", "mean_move_v", "n_shots", "calib_rmse_v")
+        runs = [self.spec.evaluate(rig, name, mcfg, s) for s in seeds]  # one signature for every rig
         # every mean goes out as an objective: the study takes the ones it optimises, the rest
         # become columns of the trial row
-        means = {k: _mean(runs, k) for k in keys}
-        return {"objectives": means, "metrics": {"method": name}, "rows": self._curve(runs)}
+        means = {k: _mean(runs, k) for k in self.spec.metrics if any(k in r for r in runs)}
+        self.trials_run += 1
+        out = {"objectives": means, "metrics": {"method": name, "galvo_rig": self.galvo_rig,
+                                                "rig_trials_run": self.trials_run, "scenes": len(seeds)}}
+        if all("curve_recall" in r for r in runs):  # rigs that report a per-shot curve land it
+            out["rows"] = self._curve(runs)
+        return out
 
     def _curve(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Mean recall and detection time at evenly spaced shot counts (the same for every scene)."""
@@ -136,15 +130,3 @@ class GalvoRigTask:
         t = np.mean([np.asarray(r["curve_time_s"])[shots - 1] for r in runs], axis=0)
         return [{"row_kind": "curve", "curve_shot": int(s), "curve_time_s": float(ti),
                  "curve_recall": float(ri)} for s, ti, ri in zip(shots, t, rec, strict=True)]
-
-    def _scanner(self, rig: Any, params: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
-        from sims.rigs.scanner_rig import CalibConfig
-
-        calib = with_overrides(CalibConfig, CalibConfig(),
-                               {**self.cfg.method_overrides.get("calib", {}), **params}, "calibration")
-        runs = [self.spec.evaluate(rig, calib, s) for s in seeds]
-        keys = ("rmse_mm", "max_err_mm", "calib_wall_s", "calib_nfev", "rmse_staged_mm",
-                "rmse_true_params_mm", "rmse_design_mm", "joint_wall_s", "static_rmse_mm",
-                "static_max_err_mm", "static_rmse_ratio", "span_x_mm", "span_y_mm", "span_z_mm")
-        means = {k: _mean(runs, k) for k in keys if any(k in r for r in runs)}
-        return {"objectives": means, "metrics": {}}

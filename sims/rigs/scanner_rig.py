@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from methods import galvo3d as g3
-from methods.errors import ConfigError
+from methods.errors import ConfigError, UnknownNameError
 
 
 def _require(ok: bool, message: str) -> None:
@@ -348,6 +348,30 @@ def evaluate_scanner(rig_config: ScannerRigConfig | dict | None = None,
         out["static_rmse_ratio"] = base["rmse_mm"] / out["rmse_mm"]
     out["seed"] = seed
     return out
+
+
+#: The results a farm trial averages over its as-built rigs (`RigSpec.metrics`).
+SCANNER_TRIAL_METRICS = ("rmse_mm", "max_err_mm", "calib_wall_s", "calib_nfev", "rmse_staged_mm",
+                         "rmse_true_params_mm", "rmse_design_mm", "joint_wall_s", "static_rmse_mm",
+                         "static_max_err_mm", "static_rmse_ratio", "span_x_mm", "span_y_mm", "span_z_mm")
+SCANNER_METHOD = "calib"
+
+
+def scanner_method_config(method: str) -> type:
+    """The scanner runs one method, "calib" (methods/galvo3d.py's tiers), configured by `CalibConfig`."""
+    if method != SCANNER_METHOD:
+        raise UnknownNameError(
+            f"Unknown scanner method {method!r}. The scanner rig runs one method, {SCANNER_METHOD!r} "
+            "(the camera → laser → joint calibration of methods/galvo3d.py, configured by CalibConfig)."
+        )
+    return CalibConfig
+
+
+def evaluate_scanner_method(rig_config: ScannerRigConfig | dict | None, method: str,
+                            method_config: CalibConfig | dict | None = None, seed: int = 0) -> dict[str, Any]:
+    """`evaluate_scanner` in the signature every rig shares (`sims.rigs.RigSpec.evaluate`)."""
+    scanner_method_config(method)
+    return evaluate_scanner(rig_config, method_config, seed)
 
 
 def _build(cls: type, value: Any) -> Any:

@@ -380,11 +380,24 @@ def search_metrics(session: SearchSession, tracks: list[Any], extra: dict[str, f
     }
 
 
+#: The results a farm trial averages over its scenes (`RigSpec.metrics`).
+SEARCH_TRIAL_METRICS = ("recall", "total_time_s", "system_fps", "recall_localised", "precision", "loc_err_v",
+                        "loc_err_single_v", "loc_err_px", "mean_move_v", "n_shots", "calib_rmse_v")
+
+
+def search_method_config(method_name: str) -> type:
+    """The config class of a `SEARCH_METHODS` strategy (an unknown name lists the known ones)."""
+    from methods.ppm_search import SEARCH_METHODS
+
+    return SEARCH_METHODS.get(method_name).config_cls
+
+
 def evaluate_search(rig_config: SearchRigConfig | dict | None, method_name: str,
                     method_config: Any = None, seed: int = 0) -> dict[str, Any]:
     """Single pure entry point: build scene + rig for `seed`, run one search method, score it.
 
     `rig_config` / `method_config` may be config objects, plain dicts of overrides, or None.
+    The result carries `curve_recall` / `curve_time_s` (one value per shot) besides the scalars.
     """
     from methods.ppm_search import SEARCH_METHODS
 

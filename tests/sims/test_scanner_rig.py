@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from methods import galvo3d as g3
-from methods.errors import ConfigError
+from methods.errors import ConfigError, UnknownNameError
 from sims.rigs import RIGS
 from sims.rigs.scanner_rig import (
     CalibConfig,
     ScannerRigConfig,
     evaluate_scanner,
+    evaluate_scanner_method,
     make_design,
     observe_n,
     perturb,
@@ -68,7 +69,10 @@ def test_config_errors_and_search_spaces():
         ScannerRigConfig(volume_mm=(1.0, 2.0))
     with pytest.raises(ConfigError, match="stripe_noise_px"):
         evaluate_scanner({"stripe_noise": 0.1}, None, 0)
-    assert RIGS.get("scanner").evaluate is evaluate_scanner
+    spec = RIGS.get("scanner")
+    assert spec.evaluate is evaluate_scanner_method and spec.method_config_cls("calib") is CalibConfig
+    with pytest.raises(UnknownNameError, match="'calib'"):
+        spec.evaluate(None, "ppm", None, 0)  # the scanner runs one method
     for cls in (ScannerRigConfig, CalibConfig):
         fields = cls().to_dict()
         assert fields["version"] == 1
