@@ -10,6 +10,8 @@ Our own design [inferred]:
   built on first use and cached by their config, and turns matches into votes. It never sees a
   ranker: it returns plain dicts ``{"ranks": [...], "mode": ...}``. Voter actors form a *shared
   pool per run* (named actors, `voter_pool`), so several arena owners use the same voters.
+  The pool takes its actors' `.options(...)` as a plain dict: the caller (a sweep, through
+  `cluster.resources.actor_options`) resolves the named profile, so actors never import cluster.
 - Vote number v is drawn from the stream (voter seed, 3, v) (`vote_batch([match], v)`), so a vote
   depends only on the truth seed and its index: which voter actor serves it, how a batch is split
   across actors, and a retry after a voter actor died all give the same vote.
@@ -27,17 +29,15 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import ray
 
-from cluster.resources import actor_options
 from methods.ranking.base import BaseRanker, Outcome
 from sims.arena import estimated_positions, rank_mse
 from sims.voters import VoterConfig, VoterPopulation
-
-VOTER_PROFILE = "voter_cpu_half"
 
 
 @ray.remote
@@ -81,8 +81,8 @@ class VoterPool:
     been.
     """
 
-    def __init__(self, pool_id: str, n: int) -> None:
-        self.pool_id, self.n = pool_id, n
+    def __init__(self, pool_id: str, n: int, options: Mapping[str, Any]) -> None:
+        self.pool_id, self.n, self.options = pool_id, n, dict(options)
         self.handles: list[Any] = []
         self.refresh()
 
@@ -91,7 +91,7 @@ class VoterPool:
         that created an actor stops that actor (measured: a blanket refresh killed healthy ones)."""
         self.handles = [h if h is not None and _alive(h) else
                         ArenaVoter.options(name=f"evfarm-arena-voter-{self.pool_id}-{i}",
-                                           get_if_exists=True, **actor_options(VOTER_PROFILE)).remote()
+                                           get_if_exists=True, **self.options).remote()
                         for i, h in enumerate(self.handles or [None] * self.n)]
 
     def close(self) -> None:
@@ -144,7 +144,7 @@ class ArenaOwner:
                 return [v for part in ray.get(refs, timeout=timeout) for v in part]
             except ray.exceptions.GetTimeoutError:
                 raise TimeoutError(f"Voter actors gave no votes within {timeout:.0f} s: the cluster "
-                                   f"may lack CPUs for profile {VOTER_PROFILE!r}; lower "
+                                   f"may lack CPUs for their options {voters.options}; lower "
                                    f"study.actors or voter_actors.") from None
             except ray.exceptions.RayActorError:
                 if attempt == retries:

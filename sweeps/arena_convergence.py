@@ -54,6 +54,7 @@ if __package__ in (None, ""):  # `python sweeps/arena_convergence.py` from a che
 import numpy as np
 
 from actors.arena_voter import ArenaOwner, VoterPool
+from cluster.resources import actor_options
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
 from methods import ksort
@@ -63,6 +64,7 @@ from methods.ranking.base import BaseRanker
 from sims import voters as voters_mod
 
 SWEEP = "arena_convergence"
+VOTER_PROFILE = "voter_cpu_half"  # the shared voter actors' profile, resolved here for the pool
 DEFAULT_ARMS = ("ksort:2", "ksort:4", "ksort:6", "elo:2", "bradley_terry:2", "trueskill:4",
                 "openskill:4")
 QUICK = ['arms=["ksort:4", "elo:2"]', "noises=[0.0]", "replicates=3"]
@@ -140,9 +142,9 @@ class ArenaConvergenceConfig:
 class ArenaTask:
     """Built once per evaluator actor; every trial builds fresh arena owners (or restores them)."""
 
-    def __init__(self, cfg: ArenaConvergenceConfig, pool_id: str) -> None:
+    def __init__(self, cfg: ArenaConvergenceConfig, pool_id: str, voter_options: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.pool = VoterPool(pool_id, cfg.voter_actors)
+        self.pool = VoterPool(pool_id, cfg.voter_actors, voter_options)
 
     def _runs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         cfg = self.cfg
@@ -217,7 +219,9 @@ def build_spec(cfg: ArenaConvergenceConfig) -> StudySpec:
                               f"--max-trials N (or --set study.n_trials=N).")
         space = tune_space(cfg.tune)
     return StudySpec(sweep=SWEEP, objectives=("votes",), directions=("minimize",), space=space,
-                     task_factory=partial(ArenaTask, cfg, uuid.uuid4().hex[:10]), study=cfg.study)
+                     task_factory=partial(ArenaTask, cfg, uuid.uuid4().hex[:10],
+                                                  actor_options(VOTER_PROFILE)),
+                     study=cfg.study)
 
 
 def _rows(run_dir: Path, kind: str, columns: list[str]) -> list[dict[str, Any]]:
@@ -261,12 +265,9 @@ def convergence_table(trials: list[dict[str, Any]], cfg: ArenaConvergenceConfig)
 
 def plot_curves(run_dir: Path, cfg: ArenaConvergenceConfig, boards: list[dict]) -> Path:
     """Rank MSE against votes, replicate 0, one panel per noise level."""
-    import matplotlib
+    from methods.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(cfg.noises), figsize=(6 * len(cfg.noises), 4), squeeze=False)
+    fig, axes = new_figure(1, len(cfg.noises), figsize=(6 * len(cfg.noises), 4), squeeze=False)
     for ax, noise in zip(axes[0], cfg.noises, strict=True):
         for arm in cfg.arms:
             pts = sorted((b["votes_total"], b["rank_mse"]) for b in boards
@@ -283,10 +284,7 @@ def plot_curves(run_dir: Path, cfg: ArenaConvergenceConfig, boards: list[dict]) 
         ax.set_title(f"{cfg.n_models} models, noise {noise:g}, replicate 0")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = run_dir / "convergence_curves.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir / "convergence_curves.png", dpi=120)
 
 
 def report(run_dir: Path, cfg: ArenaConvergenceConfig, outcome: Any) -> dict[str, Any]:

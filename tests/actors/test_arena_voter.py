@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from actors.arena_voter import ArenaOwner, VoterPool
+from cluster.resources import actor_options
 from methods.ranking import make_ranker
 from methods.ranking.base import VoteError
 from sims.arena import run_convergence
@@ -29,7 +30,7 @@ def pools():
     made: list[VoterPool] = []
 
     def make(n: int) -> VoterPool:
-        made.append(VoterPool(uuid.uuid4().hex[:8], n))
+        made.append(VoterPool(uuid.uuid4().hex[:8], n, actor_options("voter_cpu_half")))
         return made[-1]
 
     yield make
