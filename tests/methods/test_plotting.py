@@ -24,8 +24,6 @@ from methods.plotting import colormap, legend_handle, new_figure, save_figure
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("methods", "sims", "actors", "cluster", "sweeps")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Files whose move to methods/plotting.py lands with another change; drop each one once it has.
-PENDING = {"sweeps/arena_convergence.py"}
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -128,8 +126,7 @@ def _pyplot_uses(path: Path) -> list[str]:
 def test_no_project_file_uses_pyplot_or_switches_the_backend():
     here = Path(__file__).resolve()
     files = [p for d in (*PACKAGES, "tests") for p in (ROOT / d).rglob("*.py") if p != here]
-    bad = {rel: uses for p in files
-           if (rel := p.relative_to(ROOT).as_posix()) not in PENDING and (uses := _pyplot_uses(p))}
+    bad = {p.relative_to(ROOT).as_posix(): uses for p in files if (uses := _pyplot_uses(p))}
     assert not bad, f"plot through methods/plotting.py (new_figure, save_figure) instead: {bad}"
 
 
