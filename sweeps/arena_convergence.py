@@ -3,18 +3,22 @@
     python sweeps/arena_convergence.py                # 7 arms × 2 noises × 3 replicates (3–4 min, 2 cores)
     python sweeps/arena_convergence.py --quick        # K-Sort K=4 vs Elo, noise 0, 3 replicates (1–2 min)
     python sweeps/arena_convergence.py --sampler tpe --max-trials 20   # tune α and the noise model
+    python sweeps/arena_convergence.py --quick --set task.n_models=20 --set task.window=100
+
+Grid flags (`arms`, `noises`, `replicates`, `tune`) are top-level `--set` keys; what every trial
+shares (the ArenaTaskConfig of actors/arena_task.py) is set under `task.`.
 
 Paper: "K-Sort Arena: Efficient and Reliable Benchmarking for Generative Models via K-wise Human
 Preferences" (Li et al., arXiv 2408.14468), §4, Table 1 (716 votes for K-Sort K = 4 against 11,692
 for Elo, 16.3× fewer) and Figs. 3–4. Follows the paper: 50 simulated models with shuffled true
 ranks, 0 % and 5 % inconsistency noise, rank MSE against the truth, "converged" = the first vote
-after which the MSE stays zero for a window (the paper states none; we use `window` = 200 votes).
+after which the MSE stays zero for a window (the paper states none; we use `task.window` = 200 votes).
 
 Our own design [inferred]:
-- Each grid trial is one convergence run: an `ArenaOwner` (actors/arena_voter.py) on an evaluator
-  actor owns the ranker and asks the run's shared `ArenaVoter` actors for votes. Rows
-  "vote_batch" (matches and votes) and "leaderboard" (rank MSE, top-k overlap, the board every
-  `board_every` votes) land in the run's Parquet; a trial row carries the votes to convergence.
+- Each grid trial is one convergence run of the task `actors/arena_task.py`: an `ArenaOwner`
+  (actors/arena_voter.py) on an evaluator actor owns the ranker and asks the run's shared
+  `ArenaVoter` actors for votes. Rows "vote_batch" (matches and votes) and "leaderboard" (rank
+  MSE, top-k overlap, the board every `task.board_every` votes) land in the run's Parquet; a trial row carries the votes to convergence.
 - An arm is "ranker:K" (any registered ranker, any K); the default arms are K-Sort at K = 2, 4, 6
   and each baseline at the K of the reference re-simulation (Elo and Bradley–Terry pairwise, as in
   Table 1; TrueSkill and OpenSkill at K = 4). Baselines use their native random matchmaking.
@@ -23,15 +27,15 @@ Our own design [inferred]:
   the votes are deterministic, so the farm reproduces the pure runner vote for vote.
 - Batches: K-Sort's pivot + UCB reads the current state, and matches proposed from a stale state
   repeat (measured, seeds 0–4, K = 4, noise 0: 1 vote/batch converges at 557–1,099 votes, 2/batch
-  at 619–1,468 or never, 4/batch 1 of 5 within 3,000), so `batch_votes` = 1 for it. Random
-  matchmaking does not read the state: `random_batch_votes` votes per batch change nothing.
-- Horizons: `max_votes` (2,500) for every ranker, except those in `horizons` (Elo 60,000,
-  Bradley–Terry 6,000, scored every `bt_eval_every` = 5 votes because its scores refit). A run that
+  at 619–1,468 or never, 4/batch 1 of 5 within 3,000), so `task.batch_votes` = 1 for it. Random
+  matchmaking does not read the state: `task.random_batch_votes` votes per batch change nothing.
+- Horizons: `task.max_votes` (2,500) for every ranker, except those in `task.horizons` (Elo
+  60,000, Bradley–Terry 6,000, scored every `task.bt_eval_every` = 5 votes because its scores refit). A run that
   does not converge counts as +inf in the medians and as its horizon in the Optuna objective.
 - Elo settings: Chatbot Arena's online Elo (K-factor 4, base 10, scale 400, init 1000), random pairs.
-- Optuna mode (any sampler but grid): one arm (`tune_arm`), the parameters named in `tune` taken
+- Optuna mode (any sampler but grid): one arm (`task.tune_arm`), the parameters named in `tune` taken
   from K-Sort's and the voters' search spaces (default α and the flip probability), each trial
-  the mean votes to convergence over `tune_replicates` fixed truths (common random numbers).
+  the mean votes to convergence over `task.tune_replicates` fixed truths (common random numbers).
 - Resources: on 2 CPUs the owners (profile voter_cpu_half, 0.5 CPU) and 2 voter actors (0.5 CPU)
   fill the machine; the owner waits while the voters vote, so nothing is oversubscribed.
 """
@@ -41,10 +45,8 @@ import argparse
 import json
 import math
 import sys
-import time
 import uuid
-from dataclasses import dataclass, field, fields
-from functools import partial
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +55,13 @@ if __package__ in (None, ""):  # `python sweeps/arena_convergence.py` from a che
 
 import numpy as np
 
-from actors.arena_voter import ArenaOwner, VoterPool
+from actors.arena_task import ArenaTaskConfig, parse_arm
+from actors.task import task_factory
 from cluster.resources import actor_options
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
 from methods import ksort
 from methods.errors import ConfigError
-from methods.ranking import RANKERS, make_ranker
-from methods.ranking.base import BaseRanker
 from sims import voters as voters_mod
 
 SWEEP = "arena_convergence"
@@ -68,15 +69,6 @@ VOTER_PROFILE = "voter_cpu_half"  # the shared voter actors' profile, resolved h
 DEFAULT_ARMS = ("ksort:2", "ksort:4", "ksort:6", "elo:2", "bradley_terry:2", "trueskill:4",
                 "openskill:4")
 QUICK = ['arms=["ksort:4", "elo:2"]', "noises=[0.0]", "replicates=3"]
-
-
-def parse_arm(arm: str) -> tuple[str, int]:
-    """'ksort:4' → ('ksort', 4); the ranker must be registered."""
-    name, _, k = str(arm).partition(":")
-    if not k.isdigit() or int(k) < 2:
-        raise ConfigError(f"An arm is 'ranker:K' with K ≥ 2 (e.g. 'ksort:4'), got {arm!r}.")
-    RANKERS.get(name)  # unknown names list the known ones
-    return name, int(k)
 
 
 def tune_space(tune: tuple[str, ...]) -> dict[str, tuple]:
@@ -90,121 +82,43 @@ def tune_space(tune: tuple[str, ...]) -> dict[str, tuple]:
 
 @dataclass(frozen=True)
 class ArenaConvergenceConfig:
+    """The grid (arms × noises × replicates) or the Optuna `tune` space over one `task`.
+
+    `task` is what every trial shares (actors/arena_task.py: n_models, window, horizons, batching,
+    tune_arm, ...), set with `--set task.<field>=...`; build_spec fills in the run's voter pool and
+    the study seed.
+    """
+
     study: StudyConfig = StudyConfig(sampler="grid", actors=2, profile="voter_cpu_half")
+    task: ArenaTaskConfig = field(default_factory=ArenaTaskConfig)
     arms: tuple[str, ...] = DEFAULT_ARMS
     noises: tuple[float, ...] = (0.0, 0.05)
     replicates: int = 3
-    n_models: int = 50
-    window: int = 200
-    max_votes: int = 2500
-    horizons: dict[str, int] = field(default_factory=lambda: {"elo": 60000, "bradley_terry": 6000})
-    batch_votes: int = 1
-    random_batch_votes: int = 250
-    bt_eval_every: int = 5
-    voter_actors: int = 2
-    vote_mode: str = "rank"
-    top_k: int = 5
-    board_every: int = 100
-    tune_arm: str = "ksort:4"
     tune: tuple[str, ...] = ("alpha", "flip_prob")
-    tune_noise_model: str = "flip"
-    tune_replicates: int = 2
     version: int = 1
 
     def __post_init__(self) -> None:
         if self.version != 1:
             raise ConfigError(f"{SWEEP} config version 1 expected, got {self.version}.")
-        for arm in (*self.arms, self.tune_arm):
+        for arm in self.arms:
             parse_arm(arm)
-        ints = ("replicates", "n_models", "window", "max_votes", "batch_votes",
-                "random_batch_votes", "bt_eval_every", "voter_actors", "top_k", "board_every",
-                "tune_replicates")
-        bad = [f"{n}={getattr(self, n)!r}" for n in ints if getattr(self, n) < 1]
-        bad += [f"horizons[{k!r}]={v!r}" for k, v in self.horizons.items()
-                if not isinstance(v, int) or v < 1]
-        if bad or not self.arms or not self.noises:
-            raise ConfigError(f"Counts must be ≥ 1 and arms/noises non-empty; got {', '.join(bad)}.")
+        if self.replicates < 1 or not self.arms or not self.noises:
+            raise ConfigError(f"replicates must be ≥ 1 and arms/noises non-empty; got "
+                              f"replicates={self.replicates!r}, arms={list(self.arms)}, "
+                              f"noises={list(self.noises)}.")
         if any(not 0.0 <= p <= 1.0 for p in self.noises):
             raise ConfigError(f"noises are flip probabilities in [0, 1], got {list(self.noises)}.")
-        for name in self.horizons:
-            RANKERS.get(name)
         tune_space(self.tune)
-        if parse_arm(self.tune_arm)[0] != "ksort" and set(self.tune) & set(ksort.search_space()):
-            raise ConfigError(f"tune names K-Sort parameters {list(self.tune)} but tune_arm is "
-                              f"{self.tune_arm!r}; tune voter parameters only, or use a ksort arm.")
-        voters_mod.VoterConfig(noise=self.tune_noise_model, vote_mode=self.vote_mode)  # validates
-
-    def horizon(self, ranker: str) -> int:
-        return self.horizons.get(ranker, self.max_votes)
+        tune_arm = self.task.tune_arm
+        if parse_arm(tune_arm)[0] != "ksort" and set(self.tune) & set(ksort.search_space()):
+            raise ConfigError(f"tune names K-Sort parameters {list(self.tune)} but task.tune_arm is "
+                              f"{tune_arm!r}; tune voter parameters only, or use a ksort arm.")
 
 
-# --- the task: one trial = one (or, in Optuna mode, a few) convergence runs ---------------------
-class ArenaTask:
-    """Built once per evaluator actor; every trial builds fresh arena owners (or restores them)."""
-
-    def __init__(self, cfg: ArenaConvergenceConfig, pool_id: str, voter_options: dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.pool = VoterPool(pool_id, cfg.voter_actors, voter_options)
-
-    def _runs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        cfg = self.cfg
-        if "arm" in params:  # grid: one run
-            ranker, k = parse_arm(params["arm"])
-            base = {"noise": "flip", "flip_prob": float(params["noise"])}
-            return [dict(ranker=ranker, k=k, voters=base, ksort={},
-                         truth_seed=int(params["replicate"]) + 1000 * cfg.study.seed)]
-        ranker, k = parse_arm(cfg.tune_arm)
-        ks_fields = {f.name for f in fields(ksort.KSortConfig)}
-        voter_over = {n: v for n, v in params.items() if n not in ks_fields}
-        return [dict(ranker=ranker, k=k, voters={"noise": cfg.tune_noise_model, **voter_over},
-                     ksort={n: v for n, v in params.items() if n in ks_fields},
-                     truth_seed=r + 1000 * cfg.study.seed) for r in range(cfg.tune_replicates)]
-
-    def _owner(self, run: dict[str, Any]) -> ArenaOwner:
-        cfg = self.cfg
-        vcfg = {"n_models": cfg.n_models, "vote_mode": cfg.vote_mode, "seed": run["truth_seed"],
-                **run["voters"]}
-        truth = self.pool.handles[0].truth.remote(vcfg)
-        import ray
-
-        truth = ray.get(truth, timeout=300)
-        config = ksort.KSortConfig(**run["ksort"]) if run["ranker"] == "ksort" else None
-        ranker = make_ranker(run["ranker"], truth["names"], config)
-        random_mm = type(ranker).propose_match is BaseRanker.propose_match
-        return ArenaOwner(
-            ranker, run["k"], vcfg, np.asarray(truth["positions"]),
-            np.random.default_rng([run["truth_seed"], 7]), horizon=cfg.horizon(run["ranker"]),
-            batch_votes=cfg.random_batch_votes if random_mm else cfg.batch_votes,
-            window=cfg.window, eval_every=cfg.bt_eval_every if run["ranker"] == "bradley_terry" else 1,
-            top_k=cfg.top_k, board_every=cfg.board_every)
-
-    def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int,
-                 checkpoint: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        if checkpoint is not None:
-            owners = [ArenaOwner.restore(s) for s in checkpoint]
-        elif chunk == 0:
-            owners = [self._owner(r) for r in self._runs(params)]
-        else:
-            raise ConfigError(f"Trial {trial} chunk {chunk} arrived without the arena checkpoint "
-                              f"of chunk {chunk - 1}; rerun the trial from chunk 0.")
-        rows: list[dict[str, Any]] = []
-        for i, owner in enumerate(owners):
-            until = math.ceil(owner.horizon * (chunk + 1) / n_chunks)
-            extra = {"run": i, "truth_seed": owner.voter_config["seed"]}
-            rows += [{**r, **extra} for r in owner.run(self.pool, until)]
-        if chunk < n_chunks - 1:
-            return {"rows": rows, "checkpoint": [o.snapshot() for o in owners]}
-        conv = [o.converged_at for o in owners]
-        censored = [float(o.horizon if o.converged_at is None else o.converged_at) for o in owners]
-        metrics = {"ranker": owners[0].ranker.name, "K": owners[0].k,
-                   "votes_to_converge": None if conv[0] is None else float(conv[0]),
-                   "converged": sum(c is not None for c in conv), "n_runs": len(owners),
-                   "final_mse": float(np.mean([o.last_mse for o in owners])),
-                   "n_votes": int(sum(o.n_votes for o in owners)), "horizon": owners[0].horizon,
-                   "batch_votes": owners[0].batch_votes, "window": self.cfg.window,
-                   "votes_per_run": json.dumps(conv), "chunk_seconds": time.perf_counter() - t0}
-        return {"rows": rows, "objectives": {"votes": float(np.mean(censored))}, "metrics": metrics}
+def task_config(cfg: ArenaConvergenceConfig, pool_id: str, voter_options: dict[str, Any]) -> ArenaTaskConfig:
+    """The sweep's task config with the run's voter pool and study seed filled in."""
+    return replace(cfg.task, pool_id=pool_id, voter_options=dict(voter_options),
+                   study_seed=cfg.study.seed)
 
 
 # --- the sweep -------------------------------------------------------------------------------
@@ -219,8 +133,8 @@ def build_spec(cfg: ArenaConvergenceConfig) -> StudySpec:
                               f"--max-trials N (or --set study.n_trials=N).")
         space = tune_space(cfg.tune)
     return StudySpec(sweep=SWEEP, objectives=("votes",), directions=("minimize",), space=space,
-                     task_factory=partial(ArenaTask, cfg, uuid.uuid4().hex[:10],
-                                                  actor_options(VOTER_PROFILE)),
+                     task_factory=task_factory("arena_convergence", task_config(
+                         cfg, uuid.uuid4().hex[:10], actor_options(VOTER_PROFILE))),
                      study=cfg.study)
 
 
@@ -281,7 +195,7 @@ def plot_curves(run_dir: Path, cfg: ArenaConvergenceConfig, boards: list[dict]) 
         ax.set_ylim(bottom=0.0)
         ax.set_xlabel("votes")
         ax.set_ylabel("rank MSE against the truth")
-        ax.set_title(f"{cfg.n_models} models, noise {noise:g}, replicate 0")
+        ax.set_title(f"{cfg.task.n_models} models, noise {noise:g}, replicate 0")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, run_dir / "convergence_curves.png", dpi=120)
@@ -297,9 +211,9 @@ def report(run_dir: Path, cfg: ArenaConvergenceConfig, outcome: Any) -> dict[str
         print(format_table(sorted(({k: t.get(k) for k in (*cfg.tune, "votes", "converged",
                                                         "votes_per_run")} for t in trials),
                                   key=lambda r: r["votes"])))
-        return {"tune_arm": cfg.tune_arm, "tune_replicates": cfg.tune_replicates}
+        return {"tune_arm": cfg.task.tune_arm, "tune_replicates": cfg.task.tune_replicates}
     table = convergence_table(trials, cfg)
-    print(f"\nVotes to convergence ({cfg.n_models} models, MSE zero for {cfg.window} votes; "
+    print(f"\nVotes to convergence ({cfg.task.n_models} models, MSE zero for {cfg.task.window} votes; "
           f"inf = not within the horizon)")
     print(format_table(table))
     (run_dir / "convergence_table.json").write_text(json.dumps(table, indent=1))
@@ -307,8 +221,8 @@ def report(run_dir: Path, cfg: ArenaConvergenceConfig, outcome: Any) -> dict[str
     plot = plot_curves(run_dir, cfg, boards)
     print(f"plot: {plot}")
     print(f"Elo: K-factor 4, base 10, scale 400, init 1000, random pairs, horizon "
-          f"{cfg.horizon('elo')}; window {cfg.window}")
-    extras: dict[str, Any] = {"window": cfg.window, "replicates": cfg.replicates}
+          f"{cfg.task.horizon('elo')}; window {cfg.task.window}")
+    extras: dict[str, Any] = {"window": cfg.task.window, "replicates": cfg.replicates}
     noise0 = min(cfg.noises)
 
     def med(arm: str) -> float:
@@ -324,7 +238,7 @@ def report(run_dir: Path, cfg: ArenaConvergenceConfig, outcome: Any) -> dict[str
         ratio = elo / ks
         extras["ratio"] = "inf" if math.isinf(ratio) else f"{ratio:.1f}"
         if math.isinf(elo) and not math.isinf(ks):  # a censored Elo median still bounds the ratio
-            extras["ratio_lower_bound"] = f"{cfg.horizon('elo') / ks:.1f}"
+            extras["ratio_lower_bound"] = f"{cfg.task.horizon('elo') / ks:.1f}"
     return extras
 
 
