@@ -2,7 +2,9 @@
 
 A thin Ray actor around `actors.segments.SegmentWriter`. It is pinned to the head node (profile
 `sink_head`) so parts land on the driver's disk, and restarts forever: a restarted sink's
-`__init__` recovers the flushed batches of the segment its previous incarnation left behind.
+`__init__` recovers the flushed batches of the segment its previous incarnation left behind. It
+adopts only segments whose writer is provably gone and never deletes one that another writer may
+still be writing (`left_alone` in `stats()`; see `actors/segments.py`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ class ResultSink:
         return str(part) if part else None
 
     def stats(self) -> dict[str, int]:
-        return {"rows_written": self.writer.rows_written, "recovered_rows": self.writer.recovered_rows}
+        return {
+            "rows_written": self.writer.rows_written,
+            "recovered_rows": self.writer.recovered_rows,
+            "left_alone": len(self.writer.left_alone),
+        }
 
     def close(self) -> dict[str, int]:
         self.writer.close()

@@ -6,8 +6,6 @@ import csv
 import io
 import json
 
-import ray
-
 from actors.sink import ResultSink
 from cluster import cli
 from cluster.results import read_table
@@ -54,6 +52,8 @@ def test_results_command_rejects_a_directory_that_is_not_a_run(tmp_path, capsys)
 
 
 def test_killed_sink_actor_recovers_every_flushed_batch(ray_local, tmp_path):
+    import ray  # after evfarm's own imports: they set Ray's environment first
+
     write_run_json(tmp_path, {"run_id": "s"})
     sink = ResultSink.options(max_restarts=1).remote(str(tmp_path), {}, roll_rows=10**6, roll_seconds=1e9)
     for k in range(7):
