@@ -3,26 +3,77 @@
 `connect()` is a plain `ray.init()` (infra.md C.1): with no `RAY_ADDRESS` Ray starts an embedded
 local cluster; under `ray job submit` the job supervisor sets `RAY_ADDRESS` and the same call
 attaches to the cluster. `RAY_ADDRESS=local` forces a fresh private cluster (what tests use).
-Token auth stays on (`RAY_AUTH_MODE=token`, DESIGN decision 7) and a dashboard, when asked for,
-binds 127.0.0.1 only.
+Token auth stays on (`RAY_AUTH_MODE=token`, DESIGN decision 7) and an embedded cluster is
+loopback-only: its node IP is 127.0.0.1, so GCS, raylet, workers, agents, metrics and the
+dashboard (when asked for) all bind loopback (issue 21, row 8; `actors.LOOPBACK_SWITCH`).
+
+The environment defaults live in `actors/__init__.py` (the lowest package that imports ray) and
+run when any evfarm package is imported; `connect()` checks they took effect, and refuses with
+the fix when ray was imported first (row 13).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+from actors import JOB_ENV_VAR, LOOPBACK_SWITCH, project_env_defaults
+from methods.errors import EvfarmUserError
+
+__all__ = [
+    "JOB_ENV_VAR",
+    "LOOPBACK_SWITCH",
+    "ClusterInfo",
+    "check_ray_env",
+    "connect",
+    "project_env_defaults",
+    "under_ray_job",
+]
+
 _DASHBOARD_URL: str | None = None
-JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for the job driver
+LOOPBACK_IP = "127.0.0.1"
+IMPORT_ORDER_FIX = (
+    "Import an evfarm module (`cluster` or `actors`) before `ray`, or export "
+    f"RAY_AUTH_MODE=token {LOOPBACK_SWITCH}=0 before Python starts."
+)
 
 
-def project_env_defaults() -> None:
-    """Environment every evfarm process runs with: token auth, no hub downloads, no telemetry."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+def _opted_out_of_loopback() -> bool:
+    return os.environ.get(LOOPBACK_SWITCH, "").strip().lower() in ("1", "true", "yes")
+
+
+def check_ray_env(starting_local: bool) -> None:
+    """Check the defaults took effect in ray, which reads them once, at import.
+
+    A ray imported before them is refused, with the fix, when its auth mode is off (the driver
+    would run with auth "disabled" against the token-auth GCS it starts: `AuthenticationError:
+    Failed to start GCS`), and warned about when an embedded cluster would not be loopback-only.
+    """
+    import ray
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and get_authentication_mode() != (
+        AuthenticationMode.TOKEN
+    ):
+        raise EvfarmUserError(
+            "ray was imported before evfarm set RAY_AUTH_MODE=token (Ray reads it once, at import), "
+            "so this driver would talk without a token to a token-auth cluster. " + IMPORT_ORDER_FIX
+        )
+    if starting_local and not _opted_out_of_loopback():
+        from cluster.security import is_loopback
+
+        ip = ray.util.get_node_ip_address()  # the IP an embedded node would get
+        if not is_loopback(ip):
+            # Not refused: the cluster works, as it did before evfarm pinned loopback; but say so.
+            print(
+                f"warning: this embedded Ray cluster takes node IP {ip} and listens on every "
+                f"interface, because ray was imported before evfarm set {LOOPBACK_SWITCH}=0. "
+                + IMPORT_ORDER_FIX
+                + f" (Export {LOOPBACK_SWITCH}=1 to run on all interfaces on purpose, behind a firewall.)",
+                file=sys.stderr,
+            )
 
 
 def under_ray_job() -> bool:
@@ -64,11 +115,12 @@ def connect(
 
     global _DASHBOARD_URL
     if not ray.is_initialized():
+        address = "local" if local else os.environ.get("RAY_ADDRESS")
+        check_ray_env(starting_local=not address or address == "local")
         if os.environ.get("RAY_AUTH_MODE") == "token":
             from cluster.security import ensure_token
 
             ensure_token()
-        address = "local" if local else os.environ.get("RAY_ADDRESS")
         kwargs: dict[str, Any] = {"log_to_driver": log_to_driver, "configure_logging": False}
         if local:
             kwargs["address"] = "local"
@@ -77,7 +129,7 @@ def connect(
                 num_cpus=num_cpus,
                 resources=resources,
                 include_dashboard=dashboard,
-                dashboard_host="127.0.0.1",
+                dashboard_host=LOOPBACK_IP,
             )
         context = ray.init(**kwargs)
         _DASHBOARD_URL = getattr(context, "dashboard_url", None) or None
