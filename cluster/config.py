@@ -18,6 +18,7 @@ metadata and the Optuna study's user attributes (DESIGN decision 8; no Hydra, se
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import tomllib
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
-from methods.errors import ConfigError, closest
+from methods.errors import ConfigError
 
 C = TypeVar("C")
 
@@ -48,10 +49,26 @@ def all_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+def nearest_keys(key: str, valid: Iterable[str], n: int = 3) -> list[str]:
+    """The up to `n` dotted keys nearest to `key`, closest first (whole key or last part, ties by name).
+
+    >>> nearest_keys("study.actorz", ["study.seed", "task.actors", "study.actors"])
+    ['study.actors', 'task.actors']
+    """
+    leaf = key.rsplit(".", 1)[-1]
+
+    def score(k: str) -> tuple[float, float]:
+        whole = difflib.SequenceMatcher(None, k, key).ratio()
+        part = difflib.SequenceMatcher(None, k.rsplit(".", 1)[-1], leaf).ratio()
+        return max(whole, part), whole
+
+    ranked = sorted(((score(k), k) for k in set(valid)), key=lambda t: (-t[0][0], -t[0][1], t[1]))
+    return [k for (best, _), k in ranked if best >= 0.6][:n]
+
+
 def _unknown_key(key: str, cls: type, prefix: str) -> ConfigError:
     valid = all_keys(cls)
-    near = closest(key.rsplit(".", 1)[-1], [k.rsplit(".", 1)[-1] for k in valid])
-    near_full = [k for k in valid if k.rsplit(".", 1)[-1] in near][:3]
+    near_full = nearest_keys(key, valid)
     hint = f"Did you mean {', '.join(prefix + k for k in near_full)}?" if near_full else ""
     return ConfigError(
         f"Unknown config key {prefix + key!r} for {cls.__name__}. {hint} "
@@ -171,10 +188,16 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """Split `a.b=value`; the value is read as a TOML literal when it is one, else as a string."""
+def parse_override(text: str, cfg: Any = None) -> tuple[str, Any]:
+    """Split `a.b=value`; the value is read as a TOML literal when it is one, else as a string.
+
+    `cfg` (the config the override is for) makes the error's example a real key of it.
+    """
     if "=" not in text:
-        raise ConfigError(f"--set expects KEY=VALUE (for example --set sweep.n_trials=20), got {text!r}.")
+        raise ConfigError(
+            f"--set expects KEY=VALUE, got {text!r}. For example --set {example_override(cfg, text)} "
+            f"(the keys: --dry-run prints the resolved config)."
+        )
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
@@ -184,6 +207,29 @@ def parse_override(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw
     return key, value
+
+
+def example_override(cfg: Any, text: str = "") -> str:
+    """`KEY=VALUE` for a real key of `cfg` (the one `text` names or is nearest to) and its value."""
+    if cfg is None or not dataclasses.is_dataclass(cfg):
+        return "KEY=VALUE"
+    leaves = {}
+    for key in all_keys(type(cfg)):
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not dataclasses.is_dataclass(value):
+            leaves[key] = value
+    wanted = text.strip()
+    near = [wanted] if wanted in leaves else nearest_keys(wanted, leaves) if wanted else []
+    usable = [k for k in leaves if leaves[k] is not None and k.rsplit(".", 1)[-1] != "version"]
+    key = (near or usable or list(leaves) or ["KEY"])[0]
+    value = leaves.get(key)
+    if value is None:
+        return f"{key}=VALUE"
+    if isinstance(value, str) and value and " " not in value and "=" not in value:
+        return f"{key}={value}"
+    return f"{key}={json.dumps(to_dict(value), default=str)}"
 
 
 def _set_nested(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -213,7 +259,7 @@ def apply_overrides(cfg: C, overrides: Iterable[str]) -> C:
     """Return a new config with `a.b=value` overrides applied and validated."""
     data = to_dict(cfg)
     for text in overrides:
-        key, value = parse_override(text)
+        key, value = parse_override(text, cfg)
         _check_key_path(type(cfg), key)
         # A string given on the command line for a numeric field is a type error, reported as such.
         _set_nested(data, key, value)

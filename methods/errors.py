@@ -46,8 +46,13 @@ class ResultsError(EvfarmUserError):
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    """The up to `n` choices nearest to `name` (difflib ratio), best first."""
-    return difflib.get_close_matches(name, sorted(choices), n=n, cutoff=0.4)
+    """The up to `n` choices nearest to `name` (difflib ratio at least 0.4), closest first, ties by name.
+
+    >>> closest("ab", ["aa", "ad", "ac", "abc"])
+    ['abc', 'aa', 'ac']
+    """
+    scored = [(difflib.SequenceMatcher(None, c, name).ratio(), c) for c in set(choices)]
+    return [c for r, c in sorted(scored, key=lambda t: (-t[0], t[1])) if r >= 0.4][:n]
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
