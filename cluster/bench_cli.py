@@ -37,9 +37,11 @@ from typing import Any
 from cluster.config import config_hash, load_config, to_dict
 from cluster.connect import project_env_defaults
 from cluster.rundir import (
-    create_run_dir,
+    check_results_root,
+    check_run_id,
     environment_record,
     new_run_id,
+    open_new_run,
     resolve_results_root,
     write_run_json,
 )
@@ -151,13 +153,21 @@ def _run(args, bench, config_cls, body, config_from_args) -> int:
         print("summary: dry_run=1")
         return 0
     root = resolve_results_root(args.out)
-    run_id = args.run_id or new_run_id()
-    run_dir = create_run_dir(root.path, bench, run_id)
+    run_id = check_run_id(args.run_id) if args.run_id is not None else new_run_id()
+    check_results_root(root)
+    run_dir, lock = open_new_run(root, bench, run_id)  # one driver per run directory
+    with lock:
+        return _bench(args, bench, cfg, body, root, run_dir, run_id)
+
+
+def _bench(args, bench, cfg, body, root, run_dir, run_id) -> int:
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     record = {
         "sweep": bench,
         "kind": "benchmark",
         "run_id": run_id,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "created": now,
+        "started": now,
         "config": to_dict(cfg),
         "config_hash": config_hash(cfg),
         **environment_record(),
@@ -168,7 +178,7 @@ def _run(args, bench, config_cls, body, config_from_args) -> int:
     t0 = time.perf_counter()
     extras = body(run) or {}
     if run.claims:
-        run.table("claims", run.claims, "claims (CI over seeds; supported only when it excludes 0)")
+        run.table("claims", run.claims, "claims (CI over seeds or replicates; supported when it excludes 0)")
     summary = {"run_dir": str(run_dir), "seconds": f"{time.perf_counter() - t0:.1f}", **extras}
     write_run_json(run_dir, {**record, "summary": {k: v for k, v in summary.items() if k != "run_dir"}})
     print(summary_line(summary), flush=True)

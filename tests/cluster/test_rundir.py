@@ -38,7 +38,8 @@ def test_under_ray_job_the_default_outlives_the_working_dir(monkeypatch, tmp_pat
 
 def test_run_dirs_are_never_reused_and_must_be_runs(tmp_path):
     run = create_run_dir(tmp_path, "demo", "r1")
-    (run / "run.json").write_text("{}")
+    record = {"sweep": "demo", "run_id": "r1", "config": {}, "config_hash": "0", "started": "now"}
+    (run / "run.json").write_text(json.dumps(record))
     with pytest.raises(ResultsError, match="--resume"):
         create_run_dir(tmp_path, "demo", "r1")
     assert check_run_dir(run) == run and latest_run(tmp_path, "demo") == run
