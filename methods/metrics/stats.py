@@ -54,6 +54,7 @@ __all__ = [
     "unpaired_difference",
 ]
 
+Values = Sequence[float] | np.ndarray  # one number per unit (seed or sample)
 _BLOCK = 1 << 21  # elements resampled at once: bounds memory for long inputs
 _MIN_BOOT = 100
 
@@ -114,7 +115,7 @@ class Verdict(StrEnum):
 # --------------------------------------------------------------------------- intervals
 
 
-def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Estimate:
+def mean_ci(values: Values, level: float = 0.95) -> Estimate:
     """Student t-interval for the mean of `values` (one per seed): the right tool for 3-10 seeds."""
     x = _values(values)
     level = _check_level(level)
@@ -123,7 +124,7 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Estima
 
 
 def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
+    values: Values,
     statistic: Callable[..., float] = np.mean,
     *,
     n_boot: int = 2000,
@@ -154,13 +155,7 @@ def bootstrap_ci(
 
 
 def paired_difference(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
-    *,
-    method: str = "t",
-    level: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
+    a: Values, b: Values, *, method: str = "t", level: float = 0.95, n_boot: int = 2000, seed: int = 0
 ) -> Estimate:
     """mean(a - b) over paired units (a[i], b[i] measured on the same seed or sample) with its CI.
 
@@ -185,13 +180,7 @@ def paired_difference(
 
 
 def unpaired_difference(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
-    *,
-    method: str = "t",
-    level: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
+    a: Values, b: Values, *, method: str = "t", level: float = 0.95, n_boot: int = 2000, seed: int = 0
 ) -> Estimate:
     """mean(a) - mean(b) for independent groups; `method` "t" (Welch) or "bootstrap" (percentile).
 
@@ -218,14 +207,14 @@ def unpaired_difference(
     return Estimate(diff, lo, hi, n, level, "unpaired percentile bootstrap")
 
 
-def seed_spread(values: Sequence[float] | np.ndarray) -> dict[str, float | int]:
+def seed_spread(values: Values) -> dict[str, float | int]:
     """mean, std (ddof=1; NaN for one value), min, max and n of a metric over seeds."""
     x = _values(values, min_n=1)
     std = float(x.std(ddof=1)) if x.size > 1 else math.nan
     return {"mean": float(x.mean()), "std": std, "min": float(x.min()), "max": float(x.max()), "n": x.size}
 
 
-def noise_floor(null_effects: Sequence[float] | np.ndarray, level: float = 0.95) -> Estimate:
+def noise_floor(null_effects: Values, level: float = 0.95) -> Estimate:
     """How large an effect is between runs that differ only by chance: t-interval of mean |null|.
 
     `null_effects` are the caller's measurements of the same metric difference between two
