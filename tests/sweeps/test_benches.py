@@ -7,28 +7,11 @@ CIs and verdicts in its run directory; `--resume` on a bench and an unknown `--s
 
 from __future__ import annotations
 
-import ast
 import importlib
 import json
-from pathlib import Path
 
 import pytest
-
-SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
-
-
-def _entry_points() -> list[str]:
-    """Module names of the files in sweeps/ that define a top-level `main`."""
-    names = []
-    for path in sorted(SWEEPS.glob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body):
-            names.append(path.stem)
-    return names
-
-
-ENTRY_POINTS = _entry_points()
-BENCHES = [n for n in ENTRY_POINTS if n.startswith("bench_")]
+from entry_points import BENCHES, ENTRY_POINTS, SWEEPS
 
 
 def _summary(line: str) -> dict[str, str]:
