@@ -1,6 +1,6 @@
 """The `evfarm` command.
 
-    evfarm results RUN_DIR [--format table|csv|json] [--rows trials|all] [--live]
+    evfarm results RUN_DIR [--format table|csv|json] [--rows trials|all] [--live] [--skip-bad-parts]
     evfarm cluster up [--port 6379 --dashboard-port 8265 --num-cpus N --resources JSON]
     evfarm cluster down|status [--port 6379]
     evfarm doctor
@@ -35,6 +35,11 @@ def _add_results(sub: Any) -> None:
         help="trials: one final row per trial attempt; all: every row (chunks, stream rows)",
     )
     p.add_argument("--live", action="store_true", help="include the rows of the open live segment")
+    p.add_argument(
+        "--skip-bad-parts",
+        action="store_true",
+        help="read the parts that can be read and say which unreadable ones were skipped",
+    )
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -43,7 +48,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     from cluster.sweep_cli import format_table
 
     run_dir = check_run_dir(args.run_dir)
-    table = read_table(run_dir, include_live=args.live)
+    skipped: list[Any] = []
+    table = read_table(run_dir, include_live=args.live, skip_bad_parts=args.skip_bad_parts, skipped=skipped)
+    for bad in skipped:
+        print(f"skipped unreadable part {bad.path} ({bad.reason})", file=sys.stderr)
     rows = summarise_trials(table) if args.rows == "trials" else table.to_pylist()
     if args.format == "json":
         print(json.dumps(rows, default=str, indent=1))
@@ -63,15 +71,29 @@ def cmd_results(args: argparse.Namespace) -> int:
         states: dict[str, int] = {}
         for r in rows:
             states[r.get("state") or "?"] = states.get(r.get("state") or "?", 0) + 1
-        print(f"{len(rows)} rows: " + ", ".join(f"{k}={v}" for k, v in sorted(states.items())))
+        skip_note = f" ({len(skipped)} unreadable part(s) skipped)" if skipped else ""
+        print(f"{len(rows)} rows: " + ", ".join(f"{k}={v}" for k, v in sorted(states.items())) + skip_note)
     return 0
+
+
+def _port(text: str) -> int:
+    """A TCP port number for argparse (Ray would otherwise fail deep inside `ray start`)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number 1-65535, got {text!r}")
+    return port
 
 
 def _add_cluster(sub: Any) -> None:
     p = sub.add_parser("cluster", help="a local Ray head node with token auth")
     p.add_argument("action", choices=("up", "down", "status"))
-    p.add_argument("--port", type=int, default=6379, help="GCS port of the head node")
-    p.add_argument("--dashboard-port", type=int, default=8265, help="dashboard/jobs API port (on 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=6379, help="GCS port of the head node")
+    p.add_argument(
+        "--dashboard-port", type=_port, default=8265, help="dashboard/jobs API port (on 127.0.0.1)"
+    )
     p.add_argument("--num-cpus", type=int)
     p.add_argument("--resources", help="custom resources as JSON, e.g. '{\"galvo_rig\": 4}'")
 

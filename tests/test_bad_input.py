@@ -131,6 +131,10 @@ def _corrupt_card(folder: Path, name: str = "cnn-bn-digits") -> Path:
     return card
 
 
+def _plot_into_a_file(b):
+    return ["roofline", "Llama-2-7b", "--hw", "nvidia_A100", "--plot", str(b["file"] / "roofline.png")]
+
+
 EVFARM_CASES = [
     ("results_non_run", lambda b: ["results", str(b["notrun"])],
      ("not-a-run", "not an evfarm run directory")),
@@ -143,6 +147,7 @@ EVFARM_CASES = [
      ("Unknown model 'nonsense'",)),
     ("roofline_unknown_hw", lambda b: ["roofline", "Llama-2-7b", "--hw", "nonsense"],
      ("Unknown device 'nonsense'",)),
+    ("roofline_plot_into_a_file", _plot_into_a_file, ("Cannot write the plot", "--plot")),
     ("cluster_down_unused", lambda b: ["cluster", "down", "--port", str(_unused_port())],
      ("No evfarm head node is recorded",)),
     ("cluster_status_unused", lambda b: ["cluster", "status", "--port", str(_unused_port())],
@@ -159,6 +164,15 @@ def test_every_evfarm_subcommand_refuses_bad_input_with_one_paragraph(case, bad,
     _, argv, words = case
     rc = cli.main(argv(bad))
     assert_one_paragraph(rc, capsys.readouterr().err, words)
+
+
+def test_cluster_port_out_of_range_is_a_usage_error_not_a_ray_traceback(no_ray, capsys):
+    from cluster import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["cluster", "up", "--port", "-3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "expected a TCP port number" in err and "Traceback" not in err
 
 
 def test_doctor_exits_0(no_ray, capsys):

@@ -1,4 +1,4 @@
-"""`evfarm results RUN_DIR` (table, csv, json) and the sink actor's crash recovery."""
+"""`evfarm results RUN_DIR` (table, csv, json, --skip-bad-parts) and the sink actor's crash recovery."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import csv
 import io
 import json
 
+from actors.segments import SegmentWriter
 from actors.sink import ResultSink
 from cluster import cli
-from cluster.results import read_table
+from cluster.results import part_paths, read_table
 from cluster.rundir import write_run_json
 from sweeps import demo_sweep
 
@@ -63,3 +64,31 @@ def test_killed_sink_actor_recovers_every_flushed_batch(ray_local, tmp_path):
     assert ray.get(restarted.stats.remote())["recovered_rows"] == 7
     ray.get(restarted.close.remote())
     assert read_table(tmp_path, include_live=False).column("trial_number").to_pylist() == list(range(7))
+
+
+def _run_with_bad_parts(run_dir):
+    """Three parts and a live segment; the second part truncated, the third garbage."""
+    write_run_json(run_dir, {"run_id": "bad"})
+    w = SegmentWriter(run_dir, roll_rows=10**6, roll_seconds=1e9)
+    for k in range(3):
+        w.append([{"row_kind": "trial", "trial_number": 2 * k + i, "state": "COMPLETE"} for i in range(2)])
+        w.roll()
+    w.append([{"row_kind": "trial", "trial_number": 6, "state": "COMPLETE"}])
+    truncated, garbage = part_paths(run_dir)[1:]
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    garbage.write_bytes(b"not parquet at all " * 10)
+    return w, truncated, garbage
+
+
+def test_row3_results_command_says_what_to_do_and_skip_bad_parts_reads_the_rest(tmp_path, capsys):
+    w, truncated, garbage = _run_with_bad_parts(tmp_path)
+    w.close()
+    assert cli.main(["results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(truncated) in err and "--skip-bad-parts" in err
+    assert cli.main(["results", str(tmp_path), "--skip-bad-parts", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert [r["trial_number"] for r in json.loads(out)] == [0, 1, 6]
+    assert f"skipped unreadable part {truncated}" in err and f"skipped unreadable part {garbage}" in err
+    assert cli.main(["results", str(tmp_path), "--skip-bad-parts"]) == 0
+    assert "2 unreadable part(s) skipped" in capsys.readouterr().out
