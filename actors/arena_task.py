@@ -28,6 +28,7 @@ from methods.config_dict import ConfigDict
 from methods.errors import ConfigError
 from methods.ranking import RANKERS, make_ranker
 from methods.ranking.base import BaseRanker
+from sims.voters import VoterConfig
 
 
 def parse_arm(arm: str) -> tuple[str, int]:
@@ -78,6 +79,7 @@ class ArenaTaskConfig(ConfigDict):
             raise ConfigError(f"Counts must be ≥ 1; got {', '.join(bad)}.")
         for name in self.horizons:
             RANKERS.get(name)
+        VoterConfig(noise=self.tune_noise_model, vote_mode=self.vote_mode)  # validates both
 
     def horizon(self, ranker: str) -> int:
         return self.horizons.get(ranker, self.max_votes)

@@ -12,13 +12,15 @@ Paper: "K-Sort Arena: Efficient and Reliable Benchmarking for Generative Models 
 Preferences" (Li et al., arXiv 2408.14468), §4, Table 1 (716 votes for K-Sort K = 4 against 11,692
 for Elo, 16.3× fewer) and Figs. 3–4. Follows the paper: 50 simulated models with shuffled true
 ranks, 0 % and 5 % inconsistency noise, rank MSE against the truth, "converged" = the first vote
-after which the MSE stays zero for a window (the paper states none; we use `task.window` = 200 votes).
+after which the MSE stays zero for a window (the paper states none; we use `task.window` = 200
+votes).
 
 Our own design [inferred]:
 - Each grid trial is one convergence run of the task `actors/arena_task.py`: an `ArenaOwner`
   (actors/arena_voter.py) on an evaluator actor owns the ranker and asks the run's shared
   `ArenaVoter` actors for votes. Rows "vote_batch" (matches and votes) and "leaderboard" (rank
-  MSE, top-k overlap, the board every `task.board_every` votes) land in the run's Parquet; a trial row carries the votes to convergence.
+  MSE, top-k overlap, the board every `task.board_every` votes) land in the run's Parquet; a
+  trial row carries the votes to convergence.
 - An arm is "ranker:K" (any registered ranker, any K); the default arms are K-Sort at K = 2, 4, 6
   and each baseline at the K of the reference re-simulation (Elo and Bradley–Terry pairwise, as in
   Table 1; TrueSkill and OpenSkill at K = 4). Baselines use their native random matchmaking.
@@ -30,11 +32,12 @@ Our own design [inferred]:
   at 619–1,468 or never, 4/batch 1 of 5 within 3,000), so `task.batch_votes` = 1 for it. Random
   matchmaking does not read the state: `task.random_batch_votes` votes per batch change nothing.
 - Horizons: `task.max_votes` (2,500) for every ranker, except those in `task.horizons` (Elo
-  60,000, Bradley–Terry 6,000, scored every `task.bt_eval_every` = 5 votes because its scores refit). A run that
-  does not converge counts as +inf in the medians and as its horizon in the Optuna objective.
+  60,000, Bradley–Terry 6,000, scored every `task.bt_eval_every` = 5 votes because its scores
+  refit). A run that does not converge counts as +inf in the medians and as its horizon in the
+  Optuna objective.
 - Elo settings: Chatbot Arena's online Elo (K-factor 4, base 10, scale 400, init 1000), random pairs.
-- Optuna mode (any sampler but grid): one arm (`task.tune_arm`), the parameters named in `tune` taken
-  from K-Sort's and the voters' search spaces (default α and the flip probability), each trial
+- Optuna mode (any sampler but grid): one arm (`task.tune_arm`), the parameters named in `tune`
+  taken from K-Sort's and the voters' search spaces (default α and the flip probability), each trial
   the mean votes to convergence over `task.tune_replicates` fixed truths (common random numbers).
 - Resources: on 2 CPUs the owners (profile voter_cpu_half, 0.5 CPU) and 2 voter actors (0.5 CPU)
   fill the machine; the owner waits while the voters vote, so nothing is oversubscribed.

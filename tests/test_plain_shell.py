@@ -28,8 +28,9 @@ SWEEPS = {
     "demo_sweep": ["--set", "C=[1.0]", "--set", "sizes=[8]"],
     "arena_convergence": [
         "--set", 'arms=["ksort:4", "elo:2"]', "--set", "noises=[0.0]", "--set", "replicates=1",
-        "--set", "n_models=10", "--set", "window=30", "--set", "max_votes=400",
-        "--set", "horizons={elo=1500}", "--set", "board_every=20", "--set", "random_batch_votes=100",
+        "--set", "task.n_models=10", "--set", "task.window=30", "--set", "task.max_votes=400",
+        "--set", "task.horizons={elo=1500}", "--set", "task.board_every=20",
+        "--set", "task.random_batch_votes=100",
     ],
     "roofline_sweep": [
         "--set", 'models=["Llama-2-7b"]', "--set", 'devices=["nvidia_A100"]',

@@ -196,7 +196,8 @@ def test_sweep_report_plots(tmp_path):
                 {"gaussian_noise": 0.4, "fog": 0.3} for lo in ("balanced", "imbalanced")},
             ["gaussian_noise", "fog"]),
         arena_convergence.plot_curves(
-            tmp_path, SimpleNamespace(noises=(0.0,), arms=("ksort", "elo"), n_models=8),
+            tmp_path,
+            SimpleNamespace(noises=(0.0,), arms=("ksort", "elo"), task=SimpleNamespace(n_models=8)),
             [{"arm": a, "noise": 0.0, "replicate": 0, "votes_total": v, "rank_mse": 4.0 / v}
              for a in ("ksort", "elo") for v in (10, 100, 1000)]),
         galvo_farm.plot_objective_vs_params(

@@ -5,14 +5,15 @@ import json
 
 import pytest
 
+from actors.arena_task import ArenaTaskConfig
 from cluster.results import read_table
 from methods.errors import ConfigError
 from sweeps import arena_convergence as ac
 
 TINY = ["--set", 'arms=["ksort:4", "elo:2"]', "--set", "noises=[0.0, 0.1]",
-        "--set", "replicates=1", "--set", "n_models=10", "--set", "window=30",
-        "--set", "max_votes=400", "--set", "horizons={elo=1500}", "--set", "board_every=20",
-        "--set", "random_batch_votes=100"]
+        "--set", "replicates=1", "--set", "task.n_models=10", "--set", "task.window=30",
+        "--set", "task.max_votes=400", "--set", "task.horizons={elo=1500}", "--set", "task.board_every=20",
+        "--set", "task.random_batch_votes=100"]
 
 
 def _run(tmp_path, run_id, *extra):
@@ -65,8 +66,8 @@ def test_tiny_grid_lands_votes_and_leaderboards_and_repeats_by_seed(ray_local, t
 @pytest.mark.slow  # ~8-12 s on a loaded 2-core machine; the grid test covers the farm path
 def test_optuna_mode_tunes_alpha_and_flip_probability(ray_local, tmp_path, capsys):
     rc = ac.main(["--out", str(tmp_path), "--run-id", "t", "--no-progress", "--sampler", "tpe",
-                  "--max-trials", "3", "--set", "n_models=8", "--set", "window=20",
-                  "--set", "max_votes=300", "--set", "tune_replicates=1"])
+                  "--max-trials", "3", "--set", "task.n_models=8", "--set", "task.window=20",
+                  "--set", "task.max_votes=300", "--set", "task.tune_replicates=1"])
     out = capsys.readouterr().out
     assert rc == 0 and "best_votes=" in out.strip().splitlines()[-1]
     trials = [r for r in read_table(tmp_path / "arena_convergence" / "t").to_pylist()
@@ -82,7 +83,12 @@ def test_bad_config_is_refused_before_anything_runs(tmp_path, capsys):
     with pytest.raises(ConfigError, match="tune must name"):
         ac.ArenaConvergenceConfig(tune=("gamma_ray",))
     with pytest.raises(ConfigError, match="tune_arm"):
-        ac.ArenaConvergenceConfig(tune_arm="elo:2", tune=("alpha",))
+        ac.ArenaConvergenceConfig(task=ArenaTaskConfig(tune_arm="elo:2"), tune=("alpha",))
     rc = ac.main(["--out", str(tmp_path), "--set", 'arms=["elk:2"]'])
     assert rc == 2 and "elo" in capsys.readouterr().err
+    # what every trial shares is the task's config, validated there and set under `task.`
+    with pytest.raises(ConfigError, match="window=0"):
+        ArenaTaskConfig(window=0)
+    rc = ac.main(["--out", str(tmp_path), "--set", "n_models=10"])
+    assert rc == 2 and "task.n_models" in capsys.readouterr().err
     assert not (tmp_path / "arena_convergence").exists()
