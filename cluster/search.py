@@ -252,14 +252,19 @@ def open_study(spec: StudySpec, run_dir: Path) -> optuna.Study:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(run_dir / JOURNAL)))
-    study = optuna.create_study(
-        study_name=spec.sweep,
-        storage=storage,
-        load_if_exists=True,
-        directions=list(spec.directions),
-        sampler=make_sampler(spec.study, len(spec.objectives)),
-        pruner=make_pruner(spec.study, len(spec.objectives)),
-    )
+    sampler = make_sampler(spec.study, len(spec.objectives))
+    pruner = make_pruner(spec.study, len(spec.objectives))
+    if any(s.study_name == spec.sweep for s in optuna.get_all_study_summaries(storage)):
+        # load, not create(load_if_exists): the latter appends a CREATE_STUDY record on every resume
+        study = optuna.load_study(study_name=spec.sweep, storage=storage, sampler=sampler, pruner=pruner)
+    else:
+        study = optuna.create_study(
+            study_name=spec.sweep,
+            storage=storage,
+            directions=list(spec.directions),
+            sampler=sampler,
+            pruner=pruner,
+        )
     if [d.name.lower() for d in study.directions] != list(spec.directions):
         raise ConfigError(
             f"The run's study optimises {[d.name.lower() for d in study.directions]} but this sweep "

@@ -83,3 +83,23 @@ def test_no_private_optuna_attribute_is_used():
         if PRIVATE.search(line)
     ]
     assert files and not hits, hits
+
+
+def test_resume_opens_the_study_without_appending_to_the_journal(tmp_path):
+    """A resume loads the study; create_study(load_if_exists) appended a CREATE_STUDY record each time."""
+    spec = search.StudySpec(
+        sweep="x",
+        objectives=("a",),
+        directions=("minimize",),
+        space={"p": ("categorical", [1, 2])},
+        task_factory=lambda: None,
+        study=search.StudyConfig(),
+    )
+    search.open_study(spec, tmp_path)
+    journal = (tmp_path / search.JOURNAL).read_bytes()
+    search.open_study(spec, tmp_path)
+    assert (tmp_path / search.JOURNAL).read_bytes() == journal
+    other = search.StudySpec(**{**spec.__dict__, "directions": ("maximize",)})
+    with pytest.raises(ConfigError, match="optimises"):
+        search.open_study(other, tmp_path)
+    assert (tmp_path / search.JOURNAL).read_bytes() == journal
