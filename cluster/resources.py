@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from methods.errors import ConfigError
+from methods.errors import ConfigError, EvfarmUserError
 from methods.registry import REPLACE_FIELDS, Registry
 
 
@@ -82,3 +82,30 @@ PROFILES.register("sink_head")(
 def actor_options(profile: str, **overrides: Any) -> dict[str, Any]:
     """`.options(...)` kwargs of a named profile (unknown names list the known ones)."""
     return PROFILES.get(profile).options(**overrides)
+
+
+def actors_that_fit(profile: str, wanted: int) -> int:
+    """How many actors of `profile` the connected cluster can hold at once (at most `wanted`).
+
+    Actors that cannot be placed would wait forever and their trials with them, so a cluster that
+    holds none is an error and one that holds fewer gets a smaller pool (with a message).
+    """
+    prof = PROFILES.get(profile)
+    need = {"CPU": prof.num_cpus, "GPU": prof.num_gpus, **prof.resources}
+    import ray
+
+    total = ray.cluster_resources()
+    fits = wanted
+    for name, amount in need.items():
+        if amount > 0:
+            fits = min(fits, int(total.get(name, 0.0) // amount + 1e-9))
+    if fits < 1:
+        have = {k: total.get(k, 0.0) for k in need}
+        raise EvfarmUserError(
+            f"The cluster cannot place a single actor of profile {profile!r}: it needs {need} per actor, "
+            f"the cluster has {have}. Start the cluster with those resources (e.g. `evfarm cluster up "
+            f"--resources ...`), or choose another profile with --set study.profile=NAME."
+        )
+    if fits < wanted:
+        print(f"note: the cluster holds {fits} actor(s) of profile {profile!r}, not {wanted}; using {fits}")
+    return fits

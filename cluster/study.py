@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from actors.evaluator import Evaluator
 from actors.pool import ActorPool, Completion
 from actors.sink import ResultSink
-from cluster.resources import PROFILES, actor_options
+from cluster.resources import PROFILES, actor_options, actors_that_fit
 from cluster.results import BASE_NAMES, read_table
 from cluster.search import (
     StudyConfig,
@@ -43,10 +43,9 @@ from cluster.search import (
     open_study,
     params_key,
 )
-from methods.errors import EvfarmUserError
 
 # StudyConfig and StudySpec live in cluster.search; sweeps import them from here as well.
-__all__ = ["StudyConfig", "StudyOutcome", "StudyRunner", "StudySpec", "actors_that_fit"]
+__all__ = ["StudyConfig", "StudyOutcome", "StudyRunner", "StudySpec"]
 
 INTERRUPTED = "driver stopped while the trial ran"
 # trials whose grid point needs no new trial (a FAIL one only when it failed in our own code)
@@ -372,31 +371,6 @@ class StudyRunner:
         self.outcome.seconds = time.perf_counter() - self.t0
         self.outcome.best = best_trials(self.study, self.spec)
         return self.outcome
-
-
-def actors_that_fit(profile: str, wanted: int) -> int:
-    """How many actors of `profile` the connected cluster can hold at once (at most `wanted`).
-
-    Actors that cannot be placed would wait forever and their trials with them, so a cluster that
-    holds none is an error and one that holds fewer gets a smaller pool (with a message).
-    """
-    prof = PROFILES.get(profile)
-    need = {"CPU": prof.num_cpus, "GPU": prof.num_gpus, **prof.resources}
-    total = ray.cluster_resources()
-    fits = wanted
-    for name, amount in need.items():
-        if amount > 0:
-            fits = min(fits, int(total.get(name, 0.0) // amount + 1e-9))
-    if fits < 1:
-        have = {k: total.get(k, 0.0) for k in need}
-        raise EvfarmUserError(
-            f"The cluster cannot place a single actor of profile {profile!r}: it needs {need} per actor, "
-            f"the cluster has {have}. Start the cluster with those resources (e.g. `evfarm cluster up "
-            f"--resources ...`), or choose another profile with --set study.profile=NAME."
-        )
-    if fits < wanted:
-        print(f"note: the cluster holds {fits} actor(s) of profile {profile!r}, not {wanted}; using {fits}")
-    return fits
 
 
 def _finite(v: Any) -> bool:

@@ -40,7 +40,7 @@ from typing import Any
 
 from cluster.config import apply_overrides, config_hash, from_dict, load_config, to_dict
 from cluster.connect import connect, project_env_defaults
-from cluster.resources import PROFILES
+from cluster.resources import PROFILES, actors_that_fit
 from cluster.rundir import (
     JOURNAL,
     REPO_ROOT,
@@ -61,7 +61,7 @@ from cluster.rundir import (
     write_run_json,
 )
 from cluster.search import distributions, grid_points, make_sampler
-from cluster.study import StudyOutcome, StudyRunner, StudySpec, actors_that_fit
+from cluster.study import StudyOutcome, StudyRunner, StudySpec
 from methods.errors import ConfigError, EvfarmUserError, ResultsError
 
 

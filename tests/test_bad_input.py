@@ -8,7 +8,6 @@ contains the table's words, and leave the results root empty. `evfarm doctor` mu
 
 from __future__ import annotations
 
-import ast
 import importlib
 import json
 import shutil
@@ -16,24 +15,11 @@ import socket
 from pathlib import Path
 
 import pytest
+from entry_points import ENTRY_POINTS
 
 from methods.errors import CheckpointError
 
-SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 MAX_LINES = 6
-
-
-def _entry_points() -> list[str]:
-    """Module names of the files in sweeps/ that define a top-level `main`."""
-    names = []
-    for path in sorted(SWEEPS.glob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body):
-            names.append(path.stem)
-    return names
-
-
-ENTRY_POINTS = _entry_points()
 
 
 @pytest.fixture

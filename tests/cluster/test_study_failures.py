@@ -99,7 +99,7 @@ def test_retried_chunked_trial_resumes_from_its_last_checkpoint(ray_local, tmp_p
 
 
 def test_a_profile_the_cluster_cannot_place_is_refused_not_hung(ray_local, tmp_path):
-    from cluster.study import actors_that_fit
+    from cluster.resources import actors_that_fit
     from methods.errors import EvfarmUserError
 
     with pytest.raises(EvfarmUserError, match="cannot place a single actor"):
