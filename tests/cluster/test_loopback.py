@@ -117,6 +117,17 @@ def test_row8_cluster_up_binds_every_ray_port_to_loopback(head):
     assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent", "raylet"} <= set(head.names.values())
 
 
+def test_row8_doctor_says_where_the_ports_bind(head, capsys):
+    from cluster import doctor
+
+    problems: list[str] = []
+    doctor._network_report(problems)
+    out = capsys.readouterr().out
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in out and "bind loopback" in out
+    assert "Firewall all of them" in out  # what Ray cannot bind to loopback, and what to do
+    assert f"head node on port {head.port}:" in out and "all loopback" in out and not problems
+
+
 def test_row9_cluster_down_leaves_no_process_or_listener_of_its_tree(head):
     # the tree now: what `up` recorded plus everything spawned since (workers, late agents)
     tree = dict(head.pids)
