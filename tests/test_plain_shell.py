@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from entry_points import BENCHES, ENTRY_POINTS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,6 +70,11 @@ def run_plain(args: list[str], home: Path, timeout: float = 540) -> subprocess.C
     return subprocess.run(cmd, cwd=REPO, env=plain_env(home), capture_output=True, text=True, timeout=timeout)
 
 
+def test_every_sweep_has_a_plain_shell_configuration():
+    """A new sweep must join the table above (benches run with --dry-run, below)."""
+    assert sorted(SWEEPS) == sorted(n for n in ENTRY_POINTS if n not in BENCHES)
+
+
 @pytest.mark.parametrize(
     "sweep", [s if s in CHEAP else pytest.param(s, marks=pytest.mark.slow) for s in SWEEPS]
 )
@@ -82,6 +88,32 @@ def test_row13_every_sweep_runs_from_a_plain_shell(sweep, tmp_path):
     assert proc.stdout.strip().splitlines()[-1].startswith("summary: "), out[-2000:]
     assert "AuthenticationError" not in out and "Traceback" not in out
     assert (home / ".ray" / "auth_token").is_file()  # token auth was on, its token in the temp HOME
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bench", BENCHES)
+def test_row13_every_bench_parses_and_plans_from_a_plain_shell(bench, tmp_path):
+    proc = run_plain([f"sweeps/{bench}.py", "--dry-run", "--out", str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "summary: dry_run=1"
+
+
+@pytest.mark.slow
+def test_row13_evfarm_cluster_up_and_down_from_a_plain_shell(tmp_path):
+    from cluster.headnode import free_port
+
+    evfarm = str(Path(sys.executable).with_name("evfarm"))
+    port, dport = str(free_port()), str(free_port())
+    up = subprocess.run(
+        [evfarm, "cluster", "up", "--port", port, "--dashboard-port", dport, "--num-cpus", "1"],
+        env=plain_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )
+    down = subprocess.run(
+        [evfarm, "cluster", "down", "--port", port], env=plain_env(tmp_path), capture_output=True, text=True,
+        timeout=300,
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
 
 
 def test_row13_env_defaults_are_set_before_ray_whatever_is_imported_first(tmp_path):
