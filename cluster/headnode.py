@@ -295,18 +295,22 @@ def down(port: int = 6379, grace: float = 5.0) -> int:
     state = load_state(port)
     names = dict(state.names)
     seen: dict[int, float] = {}
-    for _ in range(5):
-        tree = _collect(state)
-        _signal(list(tree.items()), signal.SIGSTOP)  # freeze: no forks while the tree is collected
-        tree.update(_collect(state))
-        new = {pid: ct for pid, ct in tree.items() if pid not in seen}
-        for pid in new:
-            names.setdefault(str(pid), process_name(pid))
-        seen.update(tree)
-        if not new:
-            break
-        _terminate(list(new.items()), grace=grace)
-        time.sleep(0.3)  # a dying raylet may still have forked: collect again
+    try:
+        for _ in range(5):
+            tree = _collect(state)
+            _signal(list(tree.items()), signal.SIGSTOP)  # freeze: no forks while the tree is collected
+            tree.update(_collect(state))
+            new = {pid: ct for pid, ct in tree.items() if pid not in seen}
+            for pid in new:
+                names.setdefault(str(pid), process_name(pid))
+            seen.update(tree)
+            if not new:
+                break
+            _terminate(list(new.items()), grace=grace)
+            time.sleep(0.3)  # a dying raylet may still have forked: collect again
+    except BaseException:  # interrupted (Ctrl-C): never leave the tree frozen
+        _signal(list(seen.items()), signal.SIGCONT)
+        raise
     survivors = [(pid, ct) for pid, ct in seen.items() if _alive(pid, ct)]
     if survivors:
         _signal(survivors, signal.SIGCONT)  # never leave a survivor frozen
