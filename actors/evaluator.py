@@ -1,19 +1,12 @@
 """The generic evaluator actor: builds a task once, then answers one trial chunk per call.
 
-A *task* is any object with `evaluate(params, *, seed, trial, chunk, n_chunks) -> dict` built by a
-picklable zero-argument factory (the expensive part: load a model, a calibration set, a
-simulator). The returned dict may hold:
+The task protocol (`Task`, `ResumableTask`, `TaskResult`) and the task registry are in
+`actors/task.py`: a task is built by a picklable zero-argument factory (`task_factory(name,
+config)`, i.e. `functools.partial(TaskCls, config)`) in `__init__` — the expensive part: load a
+model, a calibration set, a simulator — and `evaluate` runs one chunk. A retried trial's
+`checkpoint` is passed only to tasks whose `evaluate` accepts it.
 
-- ``objectives``: {name: float} — required on the last chunk;
-- ``intermediate``: float — the value reported for pruning after a non-final chunk;
-- ``metrics``: {name: value} — extra columns on the trial's row;
-- ``rows``: [dict, ...] — extra rows to land (e.g. one per stream batch, with their own
-  ``row_kind``);
-- ``checkpoint``: a small picklable state after a non-final chunk. When the actor dies, the
-  retried trial resumes at the next chunk and the task's `evaluate` receives it as
-  ``checkpoint=`` (only tasks whose `evaluate` accepts that keyword use this).
-
-The actor adds who ran it (actor and node id) and wall times. No maths lives here.
+The actor adds who ran it (actor and node id, pid) and wall times. No maths lives here.
 """
 
 from __future__ import annotations
