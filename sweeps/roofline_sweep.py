@@ -4,7 +4,7 @@ prefill/decode time and memory on virtual devices (LLM-Viewer's analysis, `metho
     python sweeps/roofline_sweep.py
     python sweeps/roofline_sweep.py --set 'models=["Llama-2-13b"]' \
         --set 'devices=["nvidia_H100", "nvidia_jetson_agx_orin_64g"]'
-    python sweeps/roofline_sweep.py --set mode='"corrected"' --set flash=true
+    python sweeps/roofline_sweep.py --set task.mode='"corrected"' --set task.flash=true
 
 One trial per grid point; objectives decode_time (s) and footprint (bytes), both minimised, so the
 run's Pareto front lists the cheapest configurations. Writes a decode-time-vs-bits plot.
@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.roofline_device import ROOFLINE_BITS, RooflineTask
+from actors.roofline_device import ROOFLINE_BITS, RooflineTaskConfig
+from actors.task import task_factory
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
@@ -38,10 +38,7 @@ class RooflineSweepConfig:
     devices: tuple[str, ...] = ("nvidia_A100", "nvidia_H100", "nvidia_jetson_agx_orin_64g")
     bits: tuple[str, ...] = ("w16a16kv16", "w8a8kv8", "w4a16kv16", "w4a8kv4")
     seqs: tuple[int, ...] = (512, 2048)
-    batch: int = 1
-    flash: bool = False
-    mode: str = "compat"
-    gen_tokens: int = 0
+    task: RooflineTaskConfig = RooflineTaskConfig()
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -52,8 +49,6 @@ class RooflineSweepConfig:
             if d not in HARDWARE:
                 raise ConfigError(f"Unknown device {d!r}; known: {', '.join(sorted(HARDWARE))}.")
         object.__setattr__(self, "bits", canonical_bits_list(self.bits, **ROOFLINE_BITS))  # rows: 'w4a8kv4'
-        if self.mode not in ("compat", "corrected"):
-            raise ConfigError(f"mode must be 'compat' or 'corrected', got {self.mode!r}.")
 
 
 def build_spec(cfg: RooflineSweepConfig) -> StudySpec:
@@ -69,7 +64,7 @@ def build_spec(cfg: RooflineSweepConfig) -> StudySpec:
         directions=("minimize", "minimize"),
         space=space,
         study=cfg.study,
-        task_factory=partial(RooflineTask, cfg.batch, cfg.flash, cfg.mode, cfg.gen_tokens),
+        task_factory=task_factory("roofline_device", cfg.task),
     )
 
 
