@@ -58,12 +58,17 @@ class CalibrationTaskConfig(ConfigDict):
     first_last_bits: int = 8
     calib_seed: int = 1000
     eval_batch: int = 256
+    models: tuple[str, ...] = MODELS  # zoo models loaded once per actor (the sweep sets its grid's)
     version: int = 1
 
     def __post_init__(self) -> None:
         if self.image_size not in (8, 16, 32):
             raise ConfigError(
                 f"image_size must be 8, 16 or 32 (the digits loader's sizes), got {self.image_size}."
+            )
+        if not self.models or any(m not in MODELS for m in self.models):
+            raise ConfigError(
+                f"task.models must be a non-empty subset of {list(MODELS)}, got {list(self.models)}."
             )
         if self.iters < 1 or self.batch_size < 1 or self.eval_batch < 1 or self.weight_lr <= 0:
             raise ConfigError(
@@ -100,8 +105,9 @@ def bits_summary(rows: list[dict]) -> dict[str, float]:
 class CalibrationTask:
     """Holds the FP models, train images and test split; `evaluate` quantizes a copy per trial."""
 
-    def __init__(self, cfg: CalibrationTaskConfig, models: tuple[str, ...] = MODELS) -> None:
+    def __init__(self, cfg: CalibrationTaskConfig) -> None:
         self.cfg = cfg
+        models = cfg.models
         self.x_train, _ = load_digits_split("train", cfg.image_size)
         self.x_test, self.y_test = load_digits_split("test", cfg.image_size)
         self.models = {name: load_classifier(name) for name in models}

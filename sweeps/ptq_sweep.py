@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import statistics
 import sys
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # `python sweeps/ptq_sweep.py` from a checkout without install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.calibration_worker import MODELS, PTQ_BITS, CalibrationTask, CalibrationTaskConfig
+from actors.calibration_worker import MODELS, PTQ_BITS, CalibrationTaskConfig
+from actors.task import task_factory
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
@@ -100,7 +100,7 @@ def build_spec(cfg: PTQSweepConfig) -> StudySpec:
         objectives=tuple(cfg.objectives),
         directions=tuple(OBJECTIVE_DIRECTIONS[o] for o in cfg.objectives),
         space=space,
-        task_factory=partial(CalibrationTask, cfg.task, tuple(cfg.models)),
+        task_factory=task_factory("calibration", replace(cfg.task, models=tuple(cfg.models))),
         study=cfg.study,
     )
 

@@ -41,7 +41,7 @@ def test_ptq_sweep_end_to_end(ray_local, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def cnn_task():
-    return CalibrationTask(CalibrationTaskConfig(iters=2), ("cnn-bn-digits",))
+    return CalibrationTask(CalibrationTaskConfig(iters=2, models=("cnn-bn-digits",)))
 
 
 def _run(task, method, bits, calib=32, rep=0):
