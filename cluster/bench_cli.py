@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -35,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import config_hash, load_config, to_dict
-from cluster.connect import project_env_defaults
 from cluster.rundir import (
     check_results_root,
     check_run_id,
@@ -45,7 +43,7 @@ from cluster.rundir import (
     resolve_results_root,
     write_run_json,
 )
-from cluster.sweep_cli import build_parser, format_table, summary_line
+from cluster.sweep_cli import exit_code, format_table, parse_args, summary_line
 from methods.errors import EvfarmUserError
 from methods.metrics.stats import Estimate, compare
 
@@ -124,19 +122,11 @@ def run_bench(
     add_arguments: Callable[[Any], None] | None = None,
     config_from_args: Callable[[Any], list[str]] | None = None,
 ) -> int:
-    project_env_defaults()
-    parser = build_parser(bench, description)
-    if add_arguments is not None:
-        add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return _run(args, bench, config_cls, body, config_from_args)
-    except EvfarmUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: a benchmark does not resume; rerun it", file=sys.stderr)
-        return 130
+    args = parse_args(argv, bench, description, add_arguments)
+    return exit_code(
+        lambda: _run(args, bench, config_cls, body, config_from_args),
+        interrupted="a benchmark does not resume; rerun it",
+    )
 
 
 def _run(args, bench, config_cls, body, config_from_args) -> int:

@@ -136,19 +136,32 @@ def run_sweep(
     ray.cluster_resources())` runs once connected, before any run directory is made or changed;
     it raises an `EvfarmUserError` when the cluster cannot hold what the sweep needs.
     """
+    args = parse_args(argv, sweep, description, add_arguments)
+    placement = (cluster_resources, check_cluster)
+    return exit_code(
+        lambda: _run(args, sweep, config_cls, build_spec, report, placement, config_from_args),
+        interrupted="rerun with --resume to continue this run",
+    )
+
+
+def parse_args(argv, name: str, description: str, add_arguments=None) -> argparse.Namespace:
+    """The common flags (`build_parser`) plus an entry point's own, after the project's env defaults."""
     project_env_defaults()
-    parser = build_parser(sweep, description)
+    parser = build_parser(name, description)
     if add_arguments is not None:
         add_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def exit_code(run: Callable[[], int], interrupted: str) -> int:
+    """`run()`'s exit status; bad input -> one paragraph on stderr and 2; Ctrl-C -> 130."""
     try:
-        placement = (cluster_resources, check_cluster)
-        return _run(args, sweep, config_cls, build_spec, report, placement, config_from_args)
+        return run()
     except EvfarmUserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: rerun with --resume to continue this run", file=sys.stderr)
+        print(f"interrupted: {interrupted}", file=sys.stderr)
         return 130
 
 
