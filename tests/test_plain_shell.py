@@ -5,16 +5,20 @@
 "disabled" against the token-auth GCS it started (`AuthenticationError: Failed to start GCS`).
 The environment defaults now live in `actors/__init__.py` and run whichever evfarm module is
 imported first. Each sweep runs here in a subprocess with a clean environment: no RAY_AUTH_MODE,
-no RAY_ADDRESS, no PYTHONPATH, a temporary HOME (Ray writes its token there), only PATH. The cheap
-sweeps run in the default tier; the rest are `slow`.
+no RAY_ADDRESS, no PYTHONPATH, a temporary HOME (Ray writes its token there), only PATH, and a
+private TMPDIR: a plain `ray.init()` attaches to the cluster of the last `ray start` recorded
+under the temp directory, and on a shared machine that may be anyone's. The cheap sweeps run in
+the default tier; the rest are `slow`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -59,10 +63,19 @@ SWEEPS = {
 CHEAP = ("demo_sweep", "arena_convergence", "roofline_sweep")
 
 
+@pytest.fixture(autouse=True)
+def private_tmpdir(monkeypatch):
+    """A short private TMPDIR (Ray's unix sockets live below it and must stay under 107 bytes)."""
+    path = tempfile.mkdtemp(prefix="evps-", dir="/tmp")
+    monkeypatch.setenv("EVFARM_TEST_TMPDIR", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def plain_env(home: Path) -> dict[str, str]:
-    """What a fresh login shell would have: a PATH and a HOME, nothing evfarm or Ray set."""
+    """What a fresh login shell would have: a PATH, a HOME and a TMPDIR, nothing evfarm or Ray set."""
     path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
-    return {"PATH": path, "HOME": str(home)}
+    return {"PATH": path, "HOME": str(home), "TMPDIR": os.environ["EVFARM_TEST_TMPDIR"]}
 
 
 def run_plain(args: list[str], home: Path, timeout: float = 540) -> subprocess.CompletedProcess:
