@@ -13,6 +13,7 @@ os.environ["HOME"] = _HOME
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keeps Ray from swapping 127.0.0.1 for the outward IP
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.pop("RAY_ADDRESS", None)
 os.environ.pop("EVFARM_RESULTS", None)
