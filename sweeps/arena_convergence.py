@@ -68,6 +68,8 @@ from methods.errors import ConfigError
 from sims import voters as voters_mod
 
 SWEEP = "arena_convergence"
+#: task fields the sweep fills in per run (build_spec); a config that sets them is refused
+RUN_OWNED = ("pool_id", "voter_options", "study_seed")
 VOTER_PROFILE = "voter_cpu_half"  # the shared voter actors' profile, resolved here for the pool
 DEFAULT_ARMS = ("ksort:2", "ksort:4", "ksort:6", "elo:2", "bradley_terry:2", "trueskill:4",
                 "openskill:4")
@@ -103,6 +105,14 @@ class ArenaConvergenceConfig:
     def __post_init__(self) -> None:
         if self.version != 1:
             raise ConfigError(f"{SWEEP} config version 1 expected, got {self.version}.")
+        default = ArenaTaskConfig()
+        run_owned = [k for k in RUN_OWNED if getattr(self.task, k) != getattr(default, k)]
+        if run_owned:
+            raise ConfigError(
+                f"task.{', task.'.join(run_owned)}: set by the sweep for each run (the voter pool's "
+                f"name and options, the seed from study.seed); leave these out, and use "
+                f"--set study.seed=N for the seed."
+            )
         for arm in self.arms:
             parse_arm(arm)
         if self.replicates < 1 or not self.arms or not self.noises:

@@ -91,4 +91,8 @@ def test_bad_config_is_refused_before_anything_runs(tmp_path, capsys):
         ArenaTaskConfig(window=0)
     rc = ac.main(["--out", str(tmp_path), "--set", "n_models=10"])
     assert rc == 2 and "task.n_models" in capsys.readouterr().err
+    # the run owns the voter pool and the seed: a config that sets them would be overwritten silently
+    rc = ac.main(["--out", str(tmp_path), "--set", 'task.pool_id="mine"', "--set", "task.study_seed=3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "task.pool_id, task.study_seed: set by the sweep" in err and "study.seed" in err
     assert not (tmp_path / "arena_convergence").exists()
