@@ -147,25 +147,18 @@ class LLMConfig:
         return asdict(self)
 
 
+def _require(obj: Any, cls: type, resolver: str, who: str) -> Any:
+    """`obj` itself when it is a `cls`; a ConfigError saying how to resolve a name otherwise."""
+    if isinstance(obj, cls):
+        return obj
+    what = f"{'an' if cls.__name__[0] in 'AEIOUL' else 'a'} {cls.__name__}"
+    hint = f"resolve the name first: {resolver}({obj!r})" if isinstance(obj, str) else f"pass {what}"
+    raise ConfigError(f"{who} takes {what}, got {type(obj).__name__} {obj!r}; {hint}.")
+
+
 def require_device(device: Any, who: str) -> Device:
-    """`device` itself when it is a `Device`; a ConfigError saying how to resolve a name otherwise."""
-    if isinstance(device, Device):
-        return device
-    hint = (
-        f"resolve the name first: sims.hardware.get_device({device!r})"
-        if isinstance(device, str)
-        else "pass a methods.roofline_types.Device"
-    )
-    raise ConfigError(f"{who} takes a Device, got {type(device).__name__} {device!r}; {hint}.")
+    return _require(device, Device, "sims.hardware.get_device", who)
 
 
 def require_llm_config(model: Any, who: str) -> LLMConfig:
-    """`model` itself when it is an `LLMConfig`; a ConfigError saying how to resolve a name otherwise."""
-    if isinstance(model, LLMConfig):
-        return model
-    hint = (
-        f"resolve the name first: sims.llm_configs.get_llm_config({model!r})"
-        if isinstance(model, str)
-        else "pass a methods.roofline_types.LLMConfig"
-    )
-    raise ConfigError(f"{who} takes an LLMConfig, got {type(model).__name__} {model!r}; {hint}.")
+    return _require(model, LLMConfig, "sims.llm_configs.get_llm_config", who)
