@@ -45,7 +45,7 @@ from cluster.rundir import (
 )
 from cluster.sweep_cli import exit_code, format_table, parse_args, summary_line
 from methods.errors import EvfarmUserError
-from methods.metrics.stats import Estimate, compare
+from methods.metrics.stats import Estimate, claim_line, compare
 
 STUDY_FLAGS = (
     ("max_trials", "--max-trials", "n_trials"),
@@ -76,12 +76,14 @@ class BenchRun:
         `noise_floor`, when one is given), as `methods.metrics.stats.compare` decides.
         """
         verdict = str(compare(effect, noise_floor)).replace(" ", "_")
+        floor = noise_floor.hi if isinstance(noise_floor, Estimate) else noise_floor
         row = {"claim": name, "what": what, "value": effect.value, "lo": effect.lo, "hi": effect.hi,
-               "n": effect.n, "level": effect.level, "method": effect.method, "verdict": verdict}
+               "n": effect.n, "level": effect.level, "method": effect.method, "noise_floor": floor,
+               "verdict": verdict}
         self.claims.append(row)
-        print(f"claim {name}: {effect} -> {verdict}" + (f"  ({what})" if what else ""), flush=True)
-        return {name: effect.value, f"{name}_lo": effect.lo, f"{name}_hi": effect.hi,
-                f"{name}_verdict": verdict}
+        print(f"claim {claim_line(name, effect, noise_floor)}" + (f"  ({what})" if what else ""), flush=True)
+        keys = {name: effect.value, f"{name}_lo": effect.lo, f"{name}_hi": effect.hi}
+        return {**keys, **({f"{name}_floor": floor} if floor is not None else {}), f"{name}_verdict": verdict}
 
     def path(self, name: str) -> Path:
         """A file in the run directory (recorded so the summary can list what was written)."""

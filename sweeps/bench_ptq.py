@@ -50,7 +50,7 @@ from torch import nn
 from actors.calibration_worker import PTQ_BITS
 from cluster.bench_cli import BenchRun, Shorthand, run_bench, shorthands
 from methods.errors import ConfigError, did_you_mean
-from methods.metrics.stats import paired_difference
+from methods.metrics.stats import paired_difference, spread_floor
 from methods.ptq import PTQ_METHODS
 from methods.quant.bits import BitsError, canonical_bits_list, parse_bits
 from sims.data.digits import load_digits_split
@@ -246,7 +246,8 @@ def claims(run: BenchRun, res: dict[str, Any], key_of) -> dict[str, Any]:
             if other is None or len(r["top1"]) < 2:
                 continue
             est = paired_difference(r["top1"], other["top1"])
-            out.update(run.claim(key_of(model, bits, f"{method}_vs_{base}"), est,
+            floor = spread_floor(other["top1"])  # how far the baseline itself moves between seeds
+            out.update(run.claim(key_of(model, bits, f"{method}_vs_{base}"), est, floor,
                                  what=f"{what} ({model} {bits}, top-1)"))
     return out
 

@@ -52,7 +52,7 @@ from actors.tta_stream import DIGITS_C
 from cluster.bench_cli import BenchRun, Shorthand, run_bench, shorthands
 from cluster.rundir import create_run_dir
 from methods.errors import ConfigError
-from methods.metrics.stats import paired_difference
+from methods.metrics.stats import paired_difference, spread_floor
 from methods.quant.bits import canonical_bits_list, parse_bits
 from methods.tta.stream import StreamAdapter
 from methods.ttaq import TTAQ_BITS, TTAQConfig, run_ttaq_ptq
@@ -246,9 +246,11 @@ def body(run: BenchRun) -> dict[str, Any]:
                 key = f"{prefix}_{bits}_{order}_pts"
                 summary[key] = delta(rows, bits, order, a, b)  # 'mean±std', as this key always read
                 if seeds_done >= 2:
-                    est = paired_difference(*paired_errors(rows, bits, order, a, b))
+                    errors_a, errors_b = paired_errors(rows, bits, order, a, b)
+                    est = paired_difference(errors_a, errors_b)
                     label = f"{what}, {bits} {order} (error points; negative: a is better)"
-                    fields = run.claim(key, est, what=label)
+                    # noise floor: how far the baseline's error moves between stream seeds
+                    fields = run.claim(key, est, spread_floor(errors_b), what=label)
                     summary.update({k: v for k, v in fields.items() if k != key})
     for f in farm:
         summary[f"rows_per_s_{f['actors']}actor"] = f"{f['rows_per_s']:.1f}"

@@ -226,6 +226,20 @@ def noise_floor(null_effects: Values, level: float = 0.95) -> Estimate:
     return Estimate(est.value, est.lo, est.hi, est.n, est.level, "noise floor, t of |null|")
 
 
+def spread_floor(values: Values, level: float = 0.95) -> Estimate | None:
+    """The noise floor of one arm measured over its own seeds: `noise_floor` of |x_i - x_j| for
+    every pair of seeds i < j of the same configuration (runs that differ only by chance); None
+    for two seeds (one pair has no interval: the effect's own CI is then all there is).
+
+    For a paired effect this is conservative: pairing removes the shared part of that spread.
+    """
+    x = _values(values, "values")
+    if len(x) < 3:
+        return None
+    i, j = np.triu_indices(len(x), k=1)
+    return noise_floor(x[i] - x[j], level)
+
+
 # --------------------------------------------------------------------------- verdicts
 
 

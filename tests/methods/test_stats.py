@@ -557,3 +557,15 @@ def test_errors_are_value_errors() -> None:
     assert issubclass(ConfigError, ValueError)
     with pytest.raises(ValueError):
         mean_ci([1.0])
+
+
+def test_spread_floor_is_the_noise_floor_of_every_pair_of_seeds():
+    from methods.metrics.stats import noise_floor, spread_floor
+
+    x = [0.90, 0.93, 0.97]
+    got, want = spread_floor(x), noise_floor([0.03, 0.07, 0.04])
+    assert (got.value, got.lo, got.hi, got.n) == pytest.approx((want.value, want.lo, want.hi, want.n))
+    assert spread_floor([1.0, 1.0, 1.0]).hi == 0.0
+    assert spread_floor([0.9, 0.95]) is None  # one pair: no interval
+    with pytest.raises(ConfigError):
+        spread_floor([1.0])
