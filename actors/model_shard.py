@@ -142,7 +142,10 @@ class ModelShardTask:
         zoo_or_asked = cfg.model in ("auto", "untrained") or cfg.quality == "digit_fd"
         self.digits = shape == (1, 16, 16) and zoo_or_asked
         if cfg.quality_objective() == "digit_fd" and not self.digits:
-            self._digit_fd(self.noise)  # raises the error that says what to use instead
+            raise ConfigError(
+                f"digit-FD needs 1x16x16 samples (the zoo's ddpm-digits); model {self.model_name} makes "
+                f"{shape}. Use task.quality='mse'."
+            )
         self.memo: dict = {}
         fp = self._prepare(FP_POINT)
         fp.sample(self.noise[:2], self._cond(2))  # warm-up, so the timed FP loop is not the first call
@@ -217,11 +220,7 @@ class ModelShardTask:
         return {"objectives": objectives, "metrics": metrics}
 
     def _digit_fd(self, x: torch.Tensor) -> float:
-        if not self.digits:
-            raise ConfigError(
-                f"digit-FD needs 1x16x16 samples (the zoo's ddpm-digits); model {self.model_name} makes "
-                f"{tuple(self.noise.shape[1:])}. Use task.quality='mse'."
-            )
+        """Digit-FD of samples against the real test digits; only called when `self.digits`."""
         from sims.data.digits import load_digits_split
         from sims.zoo import digits_classifier as dc
         from sims.zoo.registry import load_zoo_model
