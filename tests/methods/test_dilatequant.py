@@ -1,0 +1,157 @@
+"""DilateQuant: weight dilation maths and float equivalence, the temporal parallel quantizer, BKD."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from tiny_diffusion import tiny_unet
+
+from methods.dilatequant import (
+    DilatedInput,
+    dilate_,
+    dilation_scales,
+    saturated_channels,
+    wd_sites,
+)
+from methods.errors import ConfigError
+from methods.quant import QuantConfig, quant_disabled, quantize_
+from methods.quant.modules import QuantLinear
+
+
+def _attention(dim: int = 8, heads: int = 2):
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    return Attention(query_dim=dim, heads=heads, dim_head=dim // heads, norm_num_groups=2,
+                     residual_connection=True, bias=True, upcast_softmax=True,
+                     _from_deprecated_attn_block=True).eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max().detach() / b.abs().max().detach())
+
+
+# ------------------------------------------------------------------------------------ WD formula
+def test_dilation_scales_match_the_papers_formula_by_hand():
+    # row 0: max 1.0 at k0, min -0.2 at k2; row 1: max 0.4 at k2, min -1.0 at k0 -> A = {0, 2}
+    w = torch.tensor([[1.0, 0.5, -0.2], [-1.0, 0.25, 0.4]])
+    assert saturated_channels(w).tolist() == [True, False, True]
+    s = dilation_scales(w)
+    # k1: s_k1 = min(1.0 / 0.5, 0.4 / 0.25) = 1.6, no negative entry -> s_k2 = inf
+    assert torch.allclose(s, torch.tensor([1.0, 1.6, 1.0]), rtol=1e-5)
+    # negative side: k1 = [-0.1, -0.5] -> s_k2 = min(-0.2 / -0.1, -1.0 / -0.5) = 2
+    w2 = torch.tensor([[1.0, -0.1, -0.2], [-1.0, -0.5, 0.4]])
+    assert torch.allclose(dilation_scales(w2), torch.tensor([1.0, 2.0, 1.0]), rtol=1e-5)
+    assert torch.allclose(dilation_scales(w, max_scale=1.25), torch.tensor([1.0, 1.25, 1.0]))
+
+
+def test_dilation_is_the_largest_scale_that_keeps_every_output_range():
+    torch.manual_seed(1)
+    w = torch.randn(6, 10, 3, 3)
+    s = dilation_scales(w)
+    assert (s >= 1).all() and (s > 1).any()
+    d = w * s.reshape(1, -1, 1, 1)
+    assert torch.equal(w.flatten(1).amax(1), d.flatten(1).amax(1))
+    assert torch.equal(w.flatten(1).amin(1), d.flatten(1).amin(1))
+    # 0.1 % more on any dilated channel pushes some output channel past its range
+    for k in torch.nonzero(s > 1).flatten().tolist():
+        more = s.clone()
+        more[k] *= 1.001
+        e = w * more.reshape(1, -1, 1, 1)
+        grew = (e.flatten(1).amax(1) > w.flatten(1).amax(1)) | (e.flatten(1).amin(1) < w.flatten(1).amin(1))
+        assert grew.any()
+
+
+def test_weight_step_is_unchanged_and_activation_range_shrinks():
+    attn = _attention()
+    with torch.no_grad():  # channel 3 carries the largest activations and only small weights
+        attn.group_norm.weight[3] = 8.0
+        for lin in (attn.to_q, attn.to_k, attn.to_v):
+            lin.weight[:, 3] *= 0.05
+    x = torch.randn(4, 8, 3, 3)
+    seen = {}
+    hook = lambda m, a: seen.__setitem__("x", a[0].detach())  # noqa: E731
+    ref = attn(x)
+    h = attn.to_q.register_forward_pre_hook(hook)
+    attn(x)
+    before = seen["x"].abs().amax()
+    cfg = QuantConfig(w_bits=4, a_bits=4, w_observer="minmax", quant_matmul=False, first_last_bits=None)
+    steps_before = _w_steps(attn, cfg)
+    s_out = dilation_scales(attn.to_out[0].weight)  # folded into to_v's rows
+    rows = dilate_(attn)
+    out = attn(x)
+    after = seen["x"].abs().amax()
+    h.remove()
+    assert _rel(out, ref) < 1e-5
+    assert after < 0.5 * before  # the max channel was unsaturated, so it shrank
+    assert any(r["unsaturated"] > 0 for r in rows)
+    q, k, v, o = _w_steps(attn, cfg)
+    for a, b in zip(steps_before, (q, k, None, o), strict=True):
+        if b is not None:  # dilated columns: every output channel's range, hence its step, unchanged
+            assert torch.allclose(a, b, rtol=1e-6)
+    # to_v's rows carry the to_out fold: its per-row step scales by exactly 1/s (relative error unchanged)
+    assert torch.allclose(v, steps_before[2] / s_out.reshape(-1, 1), rtol=1e-5)
+
+
+def _w_steps(attn, cfg):
+    out = []
+    for lin in (attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]):
+        q = QuantLinear(copy.deepcopy(lin), 4, 4, cfg)
+        q.calibrate_weight()
+        out.append(q.w_quant.step.detach().clone())
+    return out
+
+
+# ------------------------------------------------------------------------------------ equivalence
+def test_wd_keeps_the_unet_output_in_float():
+    unet = tiny_unet()
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([10, 500, 900])
+    with torch.no_grad():
+        ref = unet(x, t).sample
+        dil = copy.deepcopy(unet)
+        rows = dilate_(dil, "foldable")
+        out = dil(x, t).sample
+    assert {r["fold"] for r in rows} == {"norm", "rows"}
+    assert _rel(out, ref) < 1e-5
+    changed = [n for n, p in dil.named_parameters() if not torch.equal(p, dict(unet.named_parameters())[n])]
+    assert changed and all("attentions" in n for n in changed)  # foldable WD touches attention only
+
+
+def test_wd_scope_all_is_equivalent_with_quantizers_off():
+    unet = tiny_unet()
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([20, 700])
+    q = quantize_(copy.deepcopy(unet), QuantConfig(quant_matmul=False))
+    rows = dilate_(q, "all")
+    assert any(r["fold"] == "explicit" for r in rows)
+    assert any(isinstance(m, DilatedInput) for m in q.modules())
+    with torch.no_grad(), quant_disabled(q):
+        out = q(x, t).sample
+        ref = unet(x, t).sample
+    assert _rel(out, ref) < 1e-5
+
+
+def test_scope_all_on_a_float_model_says_quantize_first():
+    with pytest.raises(ConfigError, match="quantize_"):
+        dilate_(tiny_unet(), "all")
+
+
+def test_no_unsaturated_channel_is_a_clear_error():
+    attn = _attention(dim=2, heads=1)
+    pattern = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    with torch.no_grad():
+        for lin in (attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]):
+            lin.weight.copy_(pattern)
+    with pytest.raises(ConfigError, match="no unsaturated input channel"):
+        dilate_(attn)
+    with pytest.raises(ConfigError, match="nothing to dilate"):
+        dilate_(torch.nn.Sequential(torch.nn.Linear(3, 3)))  # no WD site at all
+
+
+def test_sites_of_the_tiny_unet():
+    sites = wd_sites(tiny_unet())
+    kinds = {s.fold for s in sites}
+    assert kinds == {"norm", "rows"}
+    assert all(len(s.consumers) == 3 for s in sites if s.fold == "norm")
+    with pytest.raises(ConfigError, match="scope"):
+        wd_sites(tiny_unet(), "everything")
