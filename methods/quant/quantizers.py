@@ -281,18 +281,29 @@ class TimestepQuantizer(QuantizerBase):
 
     `forward(x, t)` takes `t` of shape (B,) (long); sample i uses entry t[i], so a mixed-timestep
     batch trains every entry in parallel and equals running each sample on its own.
+
+    DilateQuant's TPQ additions (arXiv 2409.14307) [paper]: `heads > 1` keeps one entry per
+    (timestep, head), the head axis being `head_dim` of x (attention inputs (B, H, N, d)), and
+    `learn(zero=True)` also trains the zero points, as a continuous offset added to the integer
+    zero point (LSQ+-style; `harden_zero` rounds it back onto the integer grid) [inferred].
     """
 
-    def __init__(self, bits: int, num_steps: int, symmetric: bool = False) -> None:
+    def __init__(self, bits: int, num_steps: int, symmetric: bool = False, heads: int = 1,
+                 head_dim: int = 1) -> None:
         super().__init__()
         if num_steps < 1:
             raise ConfigError(f"num_steps must be >= 1, got {num_steps}.")
+        if heads < 1 or head_dim < 1:
+            raise ConfigError(f"heads and head_dim must be >= 1, got heads={heads}, head_dim={head_dim}.")
         qrange(bits, symmetric)
         self.bits, self.symmetric, self.num_steps = bits, symmetric, num_steps
-        self.step = nn.Parameter(torch.ones(num_steps), requires_grad=False)
-        self.register_buffer("zero", torch.zeros(num_steps))
-        self.register_buffer("lo", torch.full((num_steps,), math.inf))
-        self.register_buffer("hi", torch.full((num_steps,), -math.inf))
+        self.heads, self.head_dim = heads, head_dim
+        shape = (num_steps,) if heads == 1 else (num_steps, heads)
+        self.step = nn.Parameter(torch.ones(shape), requires_grad=False)
+        self.register_buffer("zero", torch.zeros(shape))
+        self.register_buffer("lo", torch.full(shape, math.inf))
+        self.register_buffer("hi", torch.full(shape, -math.inf))
+        self.register_parameter("zero_offset", None)  # created by learn(zero=True)
 
     def start_observing(self) -> None:
         self.lo.fill_(math.inf)
@@ -306,7 +317,25 @@ class TimestepQuantizer(QuantizerBase):
         step, zero = choose_qparams(lo, hi, self.bits, self.symmetric)
         self.step = nn.Parameter(step, requires_grad=False)
         self.zero = zero
+        self.zero_offset = None
         self.calibrated, self.observing = True, False
+
+    def learn(self, step: bool = True, zero: bool = False) -> list[nn.Parameter]:
+        """Switch training of the step (LSQ) and of the zero points on or off; returns the trained ones."""
+        self.step.requires_grad_(step)
+        if zero and self.zero_offset is None:
+            self.zero_offset = nn.Parameter(torch.zeros_like(self.zero))
+        if self.zero_offset is not None:
+            self.zero_offset.requires_grad_(zero)
+        return [p for p in (self.step, self.zero_offset) if p is not None and p.requires_grad]
+
+    @torch.no_grad()
+    def harden_zero(self) -> None:
+        """Fold the learned zero-point offset into integer zero points (deployable) and drop it."""
+        if self.zero_offset is not None:
+            qmin, qmax = qrange(self.bits, self.symmetric)
+            self.zero = torch.clamp(torch.round(self.zero + self.zero_offset), qmin, qmax)
+            self.zero_offset = None
 
     def _check_t(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.long, device=x.device).reshape(-1)
@@ -317,21 +346,38 @@ class TimestepQuantizer(QuantizerBase):
                 f"timestep indices must be one per sample in [0, {self.num_steps}), got shape "
                 f"{tuple(t.shape)} with range [{int(t.min())}, {int(t.max())}] for batch {x.shape[0]}."
             )
+        if self.heads > 1 and (x.dim() <= self.head_dim or x.shape[self.head_dim] != self.heads):
+            raise ConfigError(
+                f"this quantizer keeps {self.heads} heads on dim {self.head_dim}; got an input of shape "
+                f"{tuple(x.shape)}. Build it with the input's head count and head axis."
+            )
         return t
+
+    def _per_entry(self, x: torch.Tensor) -> torch.Tensor:
+        """x as (B, elems) for one head, (B, H, elems) for several."""
+        if self.heads == 1:
+            return x.detach().reshape(x.shape[0], -1)
+        return x.detach().movedim(self.head_dim, 1).reshape(x.shape[0], self.heads, -1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = self._check_t(x, t)
         if self.observing:
-            flat = x.detach().reshape(x.shape[0], -1)
-            self.lo.scatter_reduce_(0, t, flat.amin(1), reduce="amin")
-            self.hi.scatter_reduce_(0, t, flat.amax(1), reduce="amax")
+            flat = self._per_entry(x)
+            idx = t if self.heads == 1 else t[:, None].expand(-1, self.heads)
+            self.lo.scatter_reduce_(0, idx, flat.amin(-1), reduce="amin")
+            self.hi.scatter_reduce_(0, idx, flat.amax(-1), reduce="amax")
         if not self.enabled or not self.calibrated:
             return x
         qmin, qmax = qrange(self.bits, self.symmetric)
-        shape = (-1,) + (1,) * (x.dim() - 1)
+        if self.heads == 1:
+            shape = (-1,) + (1,) * (x.dim() - 1)
+        else:
+            shape = [1] * x.dim()
+            shape[0], shape[self.head_dim] = x.shape[0], self.heads
         step = self.step
         if step.requires_grad:
-            step = grad_scale(step, lsq_grad_scale(x[0].numel(), qmax))
-        s, z = step[t].reshape(shape), self.zero[t].reshape(shape)
+            step = grad_scale(step, lsq_grad_scale(x[0].numel() // self.heads, qmax))
+        zero = self.zero[t] if self.zero_offset is None else self.zero[t] + self.zero_offset[t]
+        s, z = step[t].reshape(shape), zero.reshape(shape)
         xq = (round_ste(torch.clamp(x / s + z, qmin, qmax)) - z) * s
         return self.mix(x, xq)

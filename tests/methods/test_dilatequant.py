@@ -155,3 +155,56 @@ def test_sites_of_the_tiny_unet():
     assert all(len(s.consumers) == 3 for s in sites if s.fold == "norm")
     with pytest.raises(ConfigError, match="scope"):
         wd_sites(tiny_unet(), "everything")
+
+
+# ------------------------------------------------------------------------------------ TPQ
+def _observed_tpq(heads: int = 1, steps: int = 4):
+    from methods.quant.quantizers import TimestepQuantizer
+
+    torch.manual_seed(2)
+    q = TimestepQuantizer(4, steps, heads=heads, head_dim=1)
+    q.start_observing()
+    for k in range(steps):  # step k's activations are (k + 1) times wider
+        q(torch.randn(8, heads, 5, 3) * (k + 1), torch.full((8,), k))
+    q.finish_observing()
+    return q
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_tpq_mixed_batch_equals_each_sample_on_its_own(heads):
+    q = _observed_tpq(heads)
+    x, t = torch.randn(6, heads, 5, 3) * 2, torch.tensor([3, 0, 1, 3, 2, 0])
+    batched = q(x, t)
+    alone = torch.cat([q(x[i : i + 1], t[i : i + 1]) for i in range(6)])
+    assert torch.equal(batched, alone)
+    # and each sample really uses its own entry: quantizing sample 0 with step 0's entry differs
+    assert not torch.equal(q(x[:1], torch.tensor([0])), batched[:1])
+
+
+def test_tpq_trains_every_entry_of_a_mixed_batch_and_only_those():
+    q = _observed_tpq(heads=2, steps=5)
+    params = q.learn(step=True, zero=True)
+    assert len(params) == 2 and q.zero_offset.shape == (5, 2)
+    x, t = torch.randn(8, 2, 5, 3) * 6, torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])  # step 4 absent
+    ((q(x, t) - x) ** 2).sum().backward()
+    g = q.step.grad
+    assert (g[:4] != 0).all()  # every (step, head) entry in the batch got a gradient at once
+    assert (g[4] == 0).all()  # the step not in the batch got none
+    assert (q.zero_offset.grad[:4] != 0).any() and (q.zero_offset.grad[4] == 0).all()
+    with torch.no_grad():
+        q.zero_offset.add_(0.4)
+    q.harden_zero()
+    assert q.zero_offset is None and torch.equal(q.zero, q.zero.round())
+
+
+def test_tpq_per_head_entries_follow_each_heads_range():
+    from methods.quant.quantizers import TimestepQuantizer
+
+    q = TimestepQuantizer(8, 2, heads=2, head_dim=1)
+    q.start_observing()
+    x = torch.stack([torch.linspace(-1, 1, 10), torch.linspace(-4, 4, 10)])[None].expand(3, 2, 10)
+    q(x, torch.tensor([1, 1, 1]))
+    q.finish_observing()
+    assert float(q.step[1, 1]) == pytest.approx(4 * float(q.step[1, 0]), rel=1e-5)
+    with pytest.raises(ConfigError, match="heads"):
+        q(torch.randn(3, 3, 10), torch.tensor([0, 0, 0]))
