@@ -217,6 +217,10 @@ class ArenaStore:
         row = self._db.execute("SELECT * FROM votes WHERE token=?", (token,)).fetchone()
         return None if row is None else _row(row)
 
+    def votes_by_token(self, token: str) -> VoteRow | None:
+        with self._lock:
+            return self._by_token_locked(token)
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM votes").fetchone()[0])

@@ -6,6 +6,7 @@
     evfarm doctor
     evfarm zoo list|train|check ...
     evfarm roofline MODEL --hw DEVICE ...
+    evfarm arena serve|export|import|samples ...
 
 Bad input exits 2 with a one-paragraph message on stderr and touches nothing.
 """
@@ -142,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_results(sub)
     _add_cluster(sub)
     sub.add_parser("doctor", help="versions, auth mode, GPU visibility, what is missing and how to fix it")
-    from cluster import roofline_cmd, zoo_cmd  # here, so `evfarm results` starts without them
+    from cluster import arena_cmd, roofline_cmd, zoo_cmd  # here, so `evfarm results` starts without them
 
-    for mod in (zoo_cmd, roofline_cmd):
+    for mod in (zoo_cmd, roofline_cmd, arena_cmd):
         mod.add_parser(sub).set_defaults(_run=mod.run)
     return parser
 
