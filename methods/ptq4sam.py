@@ -297,7 +297,7 @@ class SamPTQMethod:
         return SamPTQResult(qsam, report)
 
 
-SAM_PTQ_METHODS: Registry[SamPTQMethod] = Registry("SAM PTQ method", SamPTQMethod, home="methods.ptq4sam")
+SAM_PTQ_METHODS: Registry[SamPTQMethod] = Registry("SAM PTQ method", SamPTQMethod, home="methods.saqsam")
 
 
 def register_sam_method(name: str, config_cls: type, description: str = "") -> Callable[[Body], Body]:
