@@ -17,15 +17,23 @@ arXiv:2412.09899. No official code exists and only the abstract-level descriptio
   the alternative reading: λ_pem·max(0, ‖Ŵ‖_F² − ‖W‖_F²)/‖W‖_F² (also zero when Ŵ = W).
 * **Perturbation Consistency Reconstruction (PCR)** — during block reconstruction the quantized
   block also sees a perturbed view x̃ of each calibration image (Gaussian noise, box blur, contrast
-  or brightness change, one per image, drawn once per run): L = ‖B̂(x) − B(x)‖² + λ_c‖B̂(x̃) − B̂(x)‖²
-  (same per-channel-sum norm as BRECQ/QDrop's loss); for the unit that produces the network output
-  the consistency term is the symmetric KL between the two softmaxes. λ_c = 0.5. Zero when x̃ = x.
+  or brightness change, one per image, drawn once per run): L = ‖B̂(x) − B(x)‖² + λ_c·PCR (same
+  per-channel-sum norm as BRECQ/QDrop's loss); for the unit that produces the network output the
+  term is the symmetric KL between the two softmaxes. λ_c = 0.5. Two readings (`pcr_target`):
+  'consistency' (default) PCR = ‖B̂(x̃) − B̂(x)‖², both passes with the same QDrop unit-input mask
+  and the same activation drop masks, so they differ only by the perturbation (exactly zero when
+  x̃ = x; before, the clean pass had the mixed input and the perturbed one the unmixed input, and
+  PCR partly penalised QDrop's own noise); 'fp_perturbed' PCR = ‖B̂(x̃) − B(x̃)‖², reconstruction on
+  the perturbed view, zero at the FP solution. [inferred, both]
 * **Adaptive Balanced Loss (ABL)** — during adaptation the logits inside the TTA loss (never the
   reported prediction: the logit-adjustment convention of Menon et al., arXiv:2007.07314) become
   z̃_c = z_c + τ_f·log(C·π̂_c) + τ_k·log(C·κ̂_c), π̂ an EMA (momentum 0.9) of the predicted-class
   frequency of the stream, κ̂ an EMA of the mean prediction entropy of the samples assigned to each
   class, normalised to sum 1; τ_f = τ_k = 1. The factor C makes uniform statistics leave the logits
   exactly unchanged (the brief's form without it shifts all logits by a constant, the same softmax).
+  The sign of the κ̂ term is not known from the abstract: `kappa_sign=+1` (default, the brief's
+  form) or −1; both selectable; which one helps has not yet been measured on a bed with headroom
+  (issue 13), so the default is a guess [inferred].
 
 The base PTQ is QDrop (arXiv:2203.05740, `methods/ptq/qdrop.py`): the `ttaq` PTQ method below with
 `pem=False, pcr=False` runs exactly QDrop's block reconstruction, so the comparison isolates PEM/PCR.
@@ -45,9 +53,10 @@ from methods.ptq.common import PTQ_METHODS, PTQMethod, PTQResult, ReconPTQConfig
 from methods.quant import calibrate, quant_disabled, quantize_
 from methods.quant.bits import FAKE_QUANT
 from methods.quant.modules import QuantConv2d, _QuantWeightLayer
-from methods.quant.recon import ReconContext, ReconEngine, capture, default_units, lp_loss, run_unit
+from methods.quant.recon import ReconContext, ReconEngine, capture, default_units, lp_loss
 
 PEM_MODES = ("covariance", "lipschitz")
+PCR_TARGETS = ("consistency", "fp_perturbed")
 PARTS = ("pem", "pcr", "abl")
 #: The bits TTAQ takes (`methods.quant.bits`): 'fp' (no PTQ) or w2..16 a2..16, no kv, no overrides.
 TTAQ_BITS = {**FAKE_QUANT, "who": "TTAQ"}
@@ -136,14 +145,14 @@ def pcr_consistency(out_pert: torch.Tensor, out_clean: torch.Tensor, logits: boo
 
 # ------------------------------------------------------------------------------ ABL
 def balanced_logits(logits: torch.Tensor, pi: torch.Tensor, kappa: torch.Tensor,
-                    tau_f: float = 1.0, tau_k: float = 1.0) -> torch.Tensor:
-    """z̃ = z + τ_f·log(C·π̂) + τ_k·log(C·κ̂) (see module docstring); uniform π̂, κ̂ leave z unchanged."""
+                    tau_f: float = 1.0, tau_k: float = 1.0, kappa_sign: float = 1.0) -> torch.Tensor:
+    """z̃ = z + τ_f·log(C·π̂) ± τ_k·log(C·κ̂) (see module docstring); uniform π̂, κ̂ leave z unchanged."""
     c = logits.shape[1]
     if pi.shape != (c,) or kappa.shape != (c,):
         raise ConfigError(
             f"pi and kappa must have shape ({c},), got {tuple(pi.shape)} and {tuple(kappa.shape)}."
         )
-    return logits + tau_f * torch.log(c * pi) + tau_k * torch.log(c * kappa)
+    return logits + tau_f * torch.log(c * pi) + kappa_sign * tau_k * torch.log(c * kappa)
 
 
 @dataclass(frozen=True)
@@ -152,9 +161,12 @@ class ABLConfig:
     tau_k: float = 1.0
     momentum: float = 0.9
     floor: float = 1e-3  # smallest π̂/κ̂ share (times 1/C) so log stays finite for unseen classes
+    kappa_sign: float = 1.0  # +1 or -1: the sign of the difficulty term (see module docstring)
     version: int = 1
 
     def __post_init__(self) -> None:
+        if self.kappa_sign not in (1.0, -1.0):
+            raise ConfigError(f"ABL kappa_sign must be +1 or -1, got {self.kappa_sign!r}.")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"ABL momentum must be in [0, 1), got {self.momentum!r}.")
         if not 0.0 < self.floor <= 1.0:
@@ -205,7 +217,8 @@ class AdaptiveBalancedLoss:
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         self.update(logits)
-        return balanced_logits(logits, self.pi, self.kappa, self.config.tau_f, self.config.tau_k)
+        cfg = self.config
+        return balanced_logits(logits, self.pi, self.kappa, cfg.tau_f, cfg.tau_k, cfg.kappa_sign)
 
     def state_dict(self) -> dict[str, Any]:
         return {"pi": self.pi.clone(), "kappa": self.kappa.clone()}
@@ -227,8 +240,10 @@ class TTAQConfig(ReconPTQConfig):
     `reconstruct=False` stops after calibration (min-max/MSE ranges only; for quick farm tests)."""
 
     drop_prob: float = 0.5
+    calib_weights_quantized: bool = False  # QDrop's calibration (all fake-quant off) [code]
     pem: bool = True
     pcr: bool = True
+    pcr_target: str = "consistency"
     lambda_pem: float = 1.0
     lambda_c: float = 0.5
     pem_mode: str = "covariance"
@@ -238,6 +253,9 @@ class TTAQConfig(ReconPTQConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.pcr_target not in PCR_TARGETS:
+            raise ConfigError(f"pcr_target must be one of {PCR_TARGETS}, got {self.pcr_target!r}. "
+                              f"{did_you_mean(str(self.pcr_target), PCR_TARGETS)}")
         if self.pem_mode not in PEM_MODES:
             raise ConfigError(f"pem_mode must be one of {PEM_MODES}, got {self.pem_mode!r}. "
                               f"{did_you_mean(str(self.pem_mode), PEM_MODES)}")
@@ -273,6 +291,8 @@ class TTAQReconLoss:
         self.gen = torch.Generator().manual_seed(int(seed) + 7919)
         self.x_pert = perturb(calib_x, self.gen, config.perturb_strength)
         self.q_in_pert: torch.Tensor | None = None
+        self.fp_in_pert: torch.Tensor | None = None
+        self.fp_out_pert: torch.Tensor | None = None
         self.pem_terms: list[tuple[_QuantWeightLayer, torch.Tensor | None, torch.Tensor | None]] = []
         self.last_terms: dict[str, float] = {}
 
@@ -283,6 +303,10 @@ class TTAQReconLoss:
         self.mods = mods
         if self.config.pcr:
             self.q_in_pert, _ = capture(self.model, mods, self.x_pert, 128, self.forward_fn, False)
+            with quant_disabled(self.model):
+                self.fp_in_pert, self.fp_out_pert = capture(
+                    self.model, mods, self.x_pert, 128, self.forward_fn, True
+                )
         layers = [m for mod in mods for m in mod.modules() if isinstance(m, _QuantWeightLayer)]
         self.pem_terms = []
         if self.config.pem:
@@ -331,21 +355,23 @@ class TTAQReconLoss:
         loss = lp_loss(q_out, fp_out)
         terms = {"rec": float(loss.detach())}
         if cfg.pcr and self.q_in_pert is not None:
-            out_pert = run_unit(self.mods, self.q_in_pert[ctx.index])
-            pcr = pcr_consistency(out_pert, q_out, logits=self.unit == self.final_unit)
+            out_pert = ctx.forward_same_masks(self.q_in_pert[ctx.index], self.fp_in_pert[ctx.index])
+            ref = q_out if cfg.pcr_target == "consistency" else self.fp_out_pert[ctx.index]
+            pcr = pcr_consistency(out_pert, ref, logits=self.unit == self.final_unit)
             loss = loss + cfg.lambda_c * pcr
             terms["pcr"] = float(pcr.detach())
         if cfg.pem and self.pem_terms:
             pem = self.pem()
             loss = loss + cfg.lambda_pem * pem
             terms["pem"] = float(pem.detach())
+        terms["total"] = float(loss.detach())
         self.last_terms = terms
         return loss
 
 
 def _ttaq_body(model, calib_x, config: TTAQConfig, seed, forward_fn) -> list[dict]:
     quantize_(model, config.quant_config())
-    calibrate(model, calib_x, config.calib_batch, forward_fn)
+    calibrate(model, calib_x, config.calib_batch, forward_fn, config.calib_weights_quantized)
     if not config.reconstruct:
         return []
     units = default_units(model, calib_x, "block")

@@ -18,7 +18,7 @@ from methods.quant.recon import ReconEngine, default_units
 @register_ptq("adaround", ReconPTQConfig, "layer-wise AdaRound on weights")
 def run_adaround(model, calib_x, config: ReconPTQConfig, seed, forward_fn):
     quantize_(model, config.quant_config())
-    calibrate(model, calib_x, config.calib_batch, forward_fn)
+    calibrate(model, calib_x, config.calib_batch, forward_fn, config.calib_weights_quantized)
     engine = ReconEngine(
         model, calib_x, config.recon_config(learn_acts=False, drop_prob=1.0), seed, forward_fn
     )

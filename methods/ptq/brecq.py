@@ -29,7 +29,7 @@ class BRECQConfig(ReconPTQConfig):
 @register_ptq("brecq", BRECQConfig, "block reconstruction: weights, then activation steps")
 def run_brecq(model, calib_x, config: BRECQConfig, seed, forward_fn):
     quantize_(model, config.quant_config(a_p=config.a_p))
-    calibrate(model, calib_x, config.calib_batch, forward_fn)
+    calibrate(model, calib_x, config.calib_batch, forward_fn, config.calib_weights_quantized)
     units = default_units(model, calib_x, "block")
     set_quant_state(model, weight=True, act=False)
     stats = ReconEngine(model, calib_x, config.recon_config(learn_acts=False), seed, forward_fn).reconstruct(

@@ -67,6 +67,8 @@ class ReconPTQConfig(PTQConfig):
     act_lr: float = 4e-5
     round_weight: float = 0.01
     drop_prob: float = 1.0
+    #: observe activation ranges with weight fake-quant on (BRECQ) or with all fake-quant off (QDrop)
+    calib_weights_quantized: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

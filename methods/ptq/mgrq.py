@@ -14,8 +14,10 @@ hand, so everything below the abstract level is **[inferred]** (reference/quant.
 * [inferred] L_global = KL(softmax(z_fp / T) || softmax(z_q / T)) * T^2, T = 1, where z_q is the
   quantized block's output pushed through the **FP** rest of the network (frozen, differentiable)
   and z_fp the FP network's output for the same images.
-* [inferred] L_local = sum over the block's Linear/Conv layers of mean (y^_l - y_l)^2, each layer's
-  FP output computed on the quantized block's own (unquantized) input to that layer.
+* [inferred] L_local = sum over the block's Linear/Conv layers of mean (y^_l - y_l)^2. Two readings
+  of "intra-block local supervision", `local_target`: 'block_input' (default) y_l is the FP layer on
+  the quantized block's own (unquantized) input to that layer; 'fp_model' y_l is the FP model's
+  output of that layer (the unit run in FP on the FP-model unit input).
 * [inferred] fusion: L = L_block + L_block(0) * (lambda_g L_global / L_global(0)
   + lambda_l L_local / L_local(0)): each auxiliary term is normalised by its value at the unit's
   first iteration and brought to the block loss's scale, so at iteration 0 all three weigh the same
@@ -24,9 +26,11 @@ hand, so everything below the abstract level is **[inferred]** (reference/quant.
   starts at W exactly, so the soft iteration-0 errors contain activation error only, and the local
   term then grew by orders of magnitude once rounding hardened and swamped L_block.
   lambda_g = lambda_l = 1.
-Iterations default to 200 per block at tiny scale (family default 20 000). Ablations: `init='plain'`
-(min-max/observer init instead of RepQ-ViT) and lambda_global = lambda_local = 0 (plain QDrop-style
-block reconstruction on the same init).
+Weights use the same observer as the reconstruction baselines (MSE, `ReconPTQConfig`; min-max
+cost 4-6 points at W2A4 against BRECQ/QDrop, issue 13). Iterations default to 200 per block at tiny
+scale (family default 20 000). Ablations: `init='plain'` (the config's observers instead of the
+RepQ-ViT start), lambda_global = lambda_local = 0 (plain QDrop-style block reconstruction on the
+same init), and `local_target`.
 """
 
 from __future__ import annotations
@@ -43,23 +47,26 @@ from methods.quant import calibrate, quantize_
 from methods.quant.recon import ReconContext, ReconEngine, default_units, lp_loss
 
 INITS = ("repq_vit", "plain")  # 'plain': quantize_ + calibrate with the config's observers (ablation)
+LOCAL_TARGETS = ("block_input", "fp_model")  # the two readings of intra-block local supervision
 EPS = 1e-6  # floor of the normalisers: a term that starts at ~0 must not be blown up by 1/0
 
 
 @dataclass(frozen=True)
 class MGRQConfig(ReconPTQConfig):
-    w_observer: str = "minmax"
     softmax_quant: str = "log_sqrt2"
     drop_prob: float = 0.5
     lambda_global: float = 1.0
     lambda_local: float = 1.0
     temperature: float = 1.0
     init: str = "repq_vit"
+    local_target: str = "block_input"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.init not in INITS:
             raise ConfigError(f"init must be one of {INITS}, got {self.init!r}.")
+        if self.local_target not in LOCAL_TARGETS:
+            raise ConfigError(f"local_target must be one of {LOCAL_TARGETS}, got {self.local_target!r}.")
         if self.lambda_global < 0 or self.lambda_local < 0 or self.temperature <= 0:
             raise ConfigError(
                 f"lambda_global/lambda_local must be >= 0 and temperature > 0, got {self.lambda_global}, "
@@ -92,8 +99,10 @@ class MGRQLoss:
 
     needs_layer_errors = True
 
-    def __init__(self, lambda_global: float = 1.0, lambda_local: float = 1.0, temperature: float = 1.0):
+    def __init__(self, lambda_global: float = 1.0, lambda_local: float = 1.0, temperature: float = 1.0,
+                 local_target: str = "block_input"):
         self.lambda_global, self.lambda_local, self.temperature = lambda_global, lambda_local, temperature
+        self.layer_error_target = local_target  # read by the engine
         self.norms: tuple[float, float, float] | None = None
         self.last: dict[str, float] = {}
 
@@ -139,6 +148,6 @@ def run_mgrq(model, calib_x, config: MGRQConfig, seed, forward_fn):
     else:
         quantize_(model, config.quant_config())
         calibrate(model, calib_x, config.calib_batch, forward_fn)
-    loss = MGRQLoss(config.lambda_global, config.lambda_local, config.temperature)
+    loss = MGRQLoss(config.lambda_global, config.lambda_local, config.temperature, config.local_target)
     engine = ReconEngine(model, calib_x, config.recon_config(), seed, forward_fn)
     return engine.reconstruct(default_units(model, calib_x, "block"), loss)

@@ -9,8 +9,11 @@ taking `(module, fully_qualified_name)`) [code: torchao]; what is swapped and ho
   report as 'fp');
 * the first and last Linear/Conv (registration order) get `config.first_last_bits`.
 
-Calibration order [our choice, QDrop-like]: weight ranges from the weights; then activation ranges
-from calibration batches with weight quantization on and activation quantization off.
+Calibration order: weight ranges from the weights; then activation ranges from calibration batches
+with activation quantization off and weight quantization on (BRECQ's order [code: `yhhhli/BRECQ`
+`main_imagenet.py`]) or, with ``weights_quantized=False``, with every fake-quant off (QDrop's
+`enable_calibration_woquantization` for both weight and activation quantizers [code:
+`wimh966/QDrop`]).
 """
 
 from __future__ import annotations
@@ -148,14 +151,16 @@ def calibrate(
     calib_x: torch.Tensor,
     batch_size: int = 64,
     forward_fn: Callable[[nn.Module, torch.Tensor], object] | None = None,
+    weights_quantized: bool = True,
 ) -> nn.Module:
-    """Weight ranges from the weights, then activation ranges from `calib_x` (see module docstring)."""
+    """Weight ranges from the weights, then activation ranges from `calib_x` observed with weight
+    quantization on (`weights_quantized`) or off (see module docstring); ends with both on."""
     forward_fn = forward_fn or (lambda m, xb: m(xb))
     for _, layer in quant_layers(model):
         if isinstance(layer, _QuantWeightLayer):
             layer.calibrate_weight()
     acts = [q for _, q in iter_quantizers(model, "act")]
-    set_quant_state(model, weight=True, act=False)
+    set_quant_state(model, weight=weights_quantized, act=False)
     for q in acts:
         q.start_observing()
     was_training = model.training

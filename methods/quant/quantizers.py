@@ -55,10 +55,22 @@ class QuantizerBase(nn.Module):
         self.observing = False
         self.drop_prob = 1.0
         self.calibrated = False
+        # (unit input, mask) while a reconstruction unit runs; see `mix` and `recon.shared_input_mask`
+        self.input_mix: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def mix(self, x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+        """QDrop: each element quantized with probability `drop_prob`, else passed through [code].
+
+        A quantizer fed the reconstruction unit's input itself reuses the mask that mixed that input
+        (quantized-model input where True, FP-model input where False), so each element it emits is
+        Q(x_q) or x_fp, as in the official code where the previous block already quantized x_q;
+        drawing a fresh mask here would give Q(x_q), x_q, Q(x_fp) and x_fp about 25 % each.
+        """
         if self.drop_prob >= 1.0:
             return xq
+        shared = self.input_mix
+        if shared is not None and shared[0] is x:
+            return torch.where(shared[1], xq, x)
         return torch.where(torch.rand_like(x) < self.drop_prob, xq, x)
 
     def extra_repr(self) -> str:

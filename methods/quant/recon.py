@@ -9,7 +9,9 @@ al., arXiv 2004.10568). Procedure as in reference/quant.md § 1.2 [code: `yhhhli
    inputs the partially quantized model feeds it (earlier units quantized and hardened);
 2. iterate: sample a mini-batch, form the unit input (quantized input, or QDrop's element-wise mix
    of quantized and FP input), forward the unit with its quantizers on (activation quantizers with
-   the unit's drop probability), loss = `loss_fn(q_out, fp_out, ctx)` + lambda * AdaRound
+   the unit's drop probability; a quantizer fed the unit input itself reuses the input's mask, so
+   each element it emits is Q(x_q) or x_fp as in the official code [code], see
+   `QuantizerBase.mix`), loss = `loss_fn(q_out, fp_out, ctx)` + lambda * AdaRound
    regulariser (beta annealed 20 -> 2 after a 20 % warm-up); Adam on AdaRound V (lr 1e-3) and Adam
    on LSQ steps with cosine annealing to 0;
 3. harden rounding, stop learning steps, reset the drop probability to 1, next unit.
@@ -25,7 +27,8 @@ The model is kept in eval mode throughout (BN uses running statistics, dropout o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -34,7 +37,7 @@ from torch import nn
 from methods.errors import ConfigError
 from methods.quant.api import batches, iter_quantizers, quant_disabled
 from methods.quant.modules import QuantMatMul, _QuantWeightLayer
-from methods.quant.quantizers import UniformQuantizer, anneal_beta
+from methods.quant.quantizers import QuantizerBase, UniformQuantizer, anneal_beta
 
 Unit = tuple[str, ...]
 
@@ -88,6 +91,48 @@ def run_unit(mods: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for m in mods:
         x = m(x)
     return x
+
+
+@contextmanager
+def shared_input_mask(
+    mods: Sequence[nn.Module], x: torch.Tensor, mask: torch.Tensor | None
+) -> Iterator[None]:
+    """While the unit runs on the mixed input `x`, quantizers fed `x` itself reuse `mask` (QDrop)."""
+    quantizers = [q for mod in mods for q in mod.modules() if isinstance(q, QuantizerBase)]
+    if mask is not None:
+        for q in quantizers:
+            q.input_mix = (x, mask)
+    try:
+        yield
+    finally:
+        for q in quantizers:
+            q.input_mix = None
+
+
+def mix_input(q_x: torch.Tensor, fp_x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """QDrop's unit input: the quantized-model input where `mask`, the FP-model input elsewhere."""
+    return q_x if mask is None else torch.where(mask, q_x, fp_x)
+
+
+@torch.no_grad()
+def fp_layer_outputs(mods: Sequence[nn.Module], fp_x: torch.Tensor) -> list[torch.Tensor]:
+    """Each quantized layer's output when the unit runs in full precision on the FP-model input
+    (the targets of the 'fp_model' reading of local supervision), in execution order."""
+    outs: list[torch.Tensor] = []
+    layers = [sub for m in mods for sub in m.modules() if isinstance(sub, _QuantWeightLayer)]
+    hooks = [layer.register_forward_hook(lambda _m, _a, out: outs.append(out.detach())) for layer in layers]
+    quantizers = [q for m in mods for q in m.modules() if isinstance(q, QuantizerBase)]
+    saved = [q.enabled for q in quantizers]
+    try:
+        for q in quantizers:
+            q.enabled = False
+        run_unit(mods, fp_x)
+    finally:
+        for q, on in zip(quantizers, saved, strict=True):
+            q.enabled = on
+        for h in hooks:
+            h.remove()
+    return outs
 
 
 @torch.no_grad()
@@ -144,6 +189,12 @@ class ReconContext:
     engine: ReconEngine
     unit_input: torch.Tensor | None = None
     layer_errors: list[torch.Tensor] = field(default_factory=list)
+    #: QDrop's unit-input mask (True: quantized-model input) and the FP-model unit input
+    input_mask: torch.Tensor | None = None
+    fp_unit_input: torch.Tensor | None = None
+    #: torch's RNG state just before the unit's forward: a second pass started from it draws the
+    #: same activation drop masks (`forward_same_masks`)
+    rng_state: torch.Tensor | None = None
 
     def fp_output(self) -> torch.Tensor:
         return self.engine.fp_output()[self.index]
@@ -170,17 +221,41 @@ class ReconContext:
             if isinstance(m, _QuantWeightLayer) and m.adaround
         ]
         saved = [a.soft for a in ada]
-        hooks = self.engine._layer_error_hooks(mods, errors)
+        hooks = self.engine._layer_error_hooks(mods, errors, self.layer_targets(mods))
         try:
             for a in ada:
                 a.soft = a.soft and not hard
-            out = run_unit(mods, self.unit_input)
+            with shared_input_mask(mods, self.unit_input, self.input_mask):
+                out = run_unit(mods, self.unit_input)
         finally:
             for a, soft in zip(ada, saved, strict=True):
                 a.soft = soft
             for h in hooks:
                 h.remove()
         return out, errors
+
+
+    def layer_targets(self, mods: Sequence[nn.Module]) -> list[torch.Tensor] | None:
+        """Targets of the per-layer errors: None (each layer in FP on its own input in the quantized
+        unit) or, for a loss with ``layer_error_target = 'fp_model'``, the FP model's layer outputs."""
+        if self.engine.layer_error_target != "fp_model":
+            return None
+        return fp_layer_outputs(mods, self.fp_unit_input)
+
+    def forward_same_masks(self, q_x: torch.Tensor, fp_x: torch.Tensor) -> torch.Tensor:
+        """The unit on another input pair (e.g. perturbed views) with this iteration's unit-input mask
+        and activation drop masks, so the two passes differ only by their inputs; torch's RNG stream
+        continues as if this pass had not run."""
+        mods = _modules(self.model, self.unit)
+        x = mix_input(q_x, fp_x, self.input_mask)
+        after = torch.get_rng_state()
+        if self.rng_state is not None:
+            torch.set_rng_state(self.rng_state)
+        try:
+            with shared_input_mask(mods, x, self.input_mask):
+                return run_unit(mods, x)
+        finally:
+            torch.set_rng_state(after)
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, ReconContext], torch.Tensor]
@@ -203,6 +278,7 @@ class ReconEngine:
         self.capture_batch = capture_batch
         self.gen = torch.Generator().manual_seed(seed)
         self._fp_out: torch.Tensor | None = None
+        self.layer_error_target = "block_input"
 
     @torch.no_grad()
     def fp_output(self) -> torch.Tensor:
@@ -213,10 +289,13 @@ class ReconEngine:
                 )
         return self._fp_out
 
-    def _layer_error_hooks(self, mods, store):
+    def _layer_error_hooks(self, mods, store, targets: list[torch.Tensor] | None = None):
         def hook(m, args, out):
-            # the FP layer on the same (quantized-block) input is the target, not a path to train through
-            store.append(((out - m.fp_forward(args[0]).detach()) ** 2).mean())
+            if targets is not None:  # the FP model's own output of this layer (in execution order)
+                target = targets[len(store)]
+            else:  # the FP layer on the same (quantized-block) input, not a path to train through
+                target = m.fp_forward(args[0]).detach()
+            store.append(((out - target) ** 2).mean())
 
         return [
             sub.register_forward_hook(hook)
@@ -267,17 +346,25 @@ class ReconEngine:
         if hasattr(loss_fn, "start_unit"):
             loss_fn.start_unit(unit)
         needs_layers = getattr(loss_fn, "needs_layer_errors", False)
+        self.layer_error_target = getattr(loss_fn, "layer_error_target", "block_input")
         first = last = math.nan
         n = fp_in.shape[0]
         for it in range(cfg.iters if (alphas or steps) else 0):
             idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=self.gen)
-            x = q_in[idx]
+            mask = None
             if cfg.drop_prob < 1.0:
-                x = torch.where(torch.rand(x.shape, generator=self.gen) < cfg.drop_prob, x, fp_in[idx])
-            ctx = ReconContext(it, cfg.iters, unit, idx, model, self.calib_x[idx], self, x)
-            hooks = self._layer_error_hooks(mods, ctx.layer_errors) if needs_layers else []
+                mask = torch.rand(q_in[idx].shape, generator=self.gen) < cfg.drop_prob
+            x = mix_input(q_in[idx], fp_in[idx], mask)
+            ctx = ReconContext(
+                it, cfg.iters, unit, idx, model, self.calib_x[idx], self, x,
+                input_mask=mask, fp_unit_input=fp_in[idx], rng_state=torch.get_rng_state(),
+            )
+            hooks = []
+            if needs_layers:
+                hooks = self._layer_error_hooks(mods, ctx.layer_errors, ctx.layer_targets(mods))
             try:
-                out = run_unit(mods, x)
+                with shared_input_mask(mods, x, mask):
+                    out = run_unit(mods, x)
             finally:
                 for h in hooks:
                     h.remove()

@@ -37,7 +37,7 @@ def test_every_method_returns_a_ready_quantized_copy_with_a_report(name, model_f
     check_ready_for_eval(res.model)
     out = res.model(X)
     assert out.shape == (24, 10) and torch.isfinite(out).all()
-    assert not torch.equal(out, fp(X))
+    assert not torch.equal(out, fp(X))  # quantized at all (how well: the test below)
     assert all(torch.equal(v, fp.state_dict()[k]) for k, v in before.items())  # FP model untouched
     rep = res.report
     assert rep["method"] == name and rep["calib_seconds"] > 0 and rep["config"] == cfg.to_dict()
@@ -60,3 +60,20 @@ def test_same_seed_same_result_for_reconstruction():
     a = spec.run(tiny_cnn(), X, _small(spec), seed=3).model(X)
     b = spec.run(tiny_cnn(), X, _small(spec), seed=3).model(X)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["adaround", "brecq", "qdrop"])
+def test_reconstruction_beats_plain_minmax_at_two_bit_weights(name):
+    """(The contract test above only shows the output differs from FP.) At W2A8 a reconstruction
+    method's output is closer to FP than nearest rounding with the same (MSE) weight ranges on the
+    same calibration set. weight_lr 1e-2: at 80 iterations the paper's 1e-3 leaves most rounding
+    variables undecided and the hardened result is no better than nearest rounding (measured)."""
+    fp = tiny_cnn()
+    ref = fp(X).detach()
+
+    def err(method, **kw):
+        out = PTQ_METHODS.get(method).run(fp, X, PTQ_METHODS.get(method).make_config(**kw), seed=0).model(X)
+        return float((out - ref).pow(2).mean())
+
+    bits = dict(w_bits=2, a_bits=8, first_last_bits=None)
+    assert err(name, iters=80, batch_size=16, weight_lr=1e-2, **bits) < 0.5 * err("mse", **bits)

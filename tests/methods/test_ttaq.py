@@ -96,23 +96,9 @@ def test_pcr_zero_when_perturbed_equals_clean_and_positive_otherwise():
     assert float(pcr_consistency(logits, logits.flip(0), logits=True)) > 0
 
 
-def test_pcr_term_in_recon_loss_zero_with_identity_perturbation():
-    model = net()
-    quantize_(model, QuantConfig(w_bits=4, a_bits=4, w_observer="minmax"))
-    x = calib()
-    calibrate(model, x)
-    cfg = TTAQConfig(w_bits=4, a_bits=4, pem=False, pcr=True, iters=1, perturb_strength=0.0)
-    loss = TTAQReconLoss(model, x, cfg, 0, lambda m, xb: m(xb), ("8",))
-    # strength 0: noise/blur/contrast are identities; only brightness is not -> make it one too
-    loss.x_pert = x.clone()
-    loss.start_unit(("0", "1", "2"))
-    from methods.quant.recon import ReconContext
-
-    idx = torch.arange(8)
-    q_out = torch.nn.Sequential(*loss.mods)(loss.q_in_pert[idx])
-    ctx = ReconContext(0, 1, ("0", "1", "2"), idx, model, x[idx], engine=None)
-    loss(q_out, q_out.detach(), ctx)
-    assert loss.last_terms["pcr"] == 0.0
+# PCR inside the reconstruction (zero for an identity perturbation with QDrop on, the perturbed pass
+# seeing the perturbed inputs, the term entering with lambda_c, the fp_perturbed reading zero at the
+# FP solution): tests/methods/test_ptq_bug_regressions.py, at engine level.
 
 
 def test_perturb_is_seeded_bounded_and_changes_images():
