@@ -76,6 +76,9 @@ def _bind(host: str, port: int, allow_remote: bool) -> socket.socket:
         raise ConfigError(f"--port must be 0-65535, got {port}.")
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted sockets inherit TCP_NODELAY on Linux: without it a keep-alive client waits ~40 ms per
+    # response (Nagle against delayed ACK; measured 48 ms vs 7 ms per GET /api/match)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(addr)
         sock.listen(2048)  # listening before "arena listening" is printed: early clients queue, not fail
