@@ -123,13 +123,14 @@ def _qkv(args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
     return tuple(v.detach() for v in vals)
 
 
-@torch.no_grad()
-def apply_pcc_(qsam: nn.Module, data: SamPromptSet, cfg: SaqSamConfig, seed: int = 0) -> dict:
-    """PCC on every decoder attention of the (uncalibrated, hence pass-through) quantized `qsam`."""
+def _capture_attention_inputs(qsam: nn.Module, data: SamPromptSet, cfg: SaqSamConfig):
+    """(name, module) of every quantized decoder attention and its FP (q, k, v) inputs on the first
+    `cfg.pcc_images` calibration images."""
     from methods.quant.sam_modules import run_sam
 
     attns = [(n, m) for n, m in qsam.mask_decoder.named_modules() if isinstance(m, QuantSamAttention)]
     seen: dict[str, tuple] = {}
+
     def grab(_m, args, kwargs, name):
         seen.setdefault(name, _qkv(args, kwargs))  # the first call: image 0's prompts
 
@@ -140,6 +141,13 @@ def apply_pcc_(qsam: nn.Module, data: SamPromptSet, cfg: SaqSamConfig, seed: int
     finally:
         for h in hooks:
             h.remove()
+    return attns, seen
+
+
+@torch.no_grad()
+def apply_pcc_(qsam: nn.Module, data: SamPromptSet, cfg: SaqSamConfig, seed: int = 0) -> dict:
+    """PCC on every decoder attention of the (uncalibrated, hence pass-through) quantized `qsam`."""
+    attns, seen = _capture_attention_inputs(qsam, data, cfg)
     frozen, chosen, curves = [], [], {}
     for name, attn in attns:
         q, k, _ = seen[name]
@@ -156,6 +164,27 @@ def apply_pcc_(qsam: nn.Module, data: SamPromptSet, cfg: SaqSamConfig, seed: int
                            "max_abs": float(x.abs().max())})
             curves[f"{name}.{qname}"] = scores
     return {"frozen": frozen, "clips": chosen, "curves": curves}
+
+
+@torch.no_grad()
+def apply_fixed_clips_(qsam: nn.Module, data: SamPromptSet, cfg: SaqSamConfig, seed: int = 0) -> dict:
+    """The clip-ratio study's alternative to PCC: decoder attention i gets clip `cfg.fixed_clips[i]` on
+    its four q/k-path quantizers (same inputs, same freezing; no search)."""
+    attns, seen = _capture_attention_inputs(qsam, data, cfg)
+    if len(cfg.fixed_clips) != len(attns):
+        raise ConfigError(f"fixed_clips needs one clip per decoder attention ({len(attns)}), got "
+                          f"{len(cfg.fixed_clips)}: {list(cfg.fixed_clips)}.")
+    frozen, chosen = [], []
+    for (name, attn), p in zip(attns, cfg.fixed_clips, strict=True):
+        q, k, _ = seen[name]
+        named = dict(attn.named_modules())
+        for qname in PCC_QUANTIZERS:
+            quant = named[qname]
+            quant.enabled = True
+            quant.set_range(*clip_range(_inputs_of(quant, functools.partial(attn.probs, q, k)), p))
+            frozen.append(id(quant))
+            chosen.append({"attention": name, "quantizer": qname, "clip": p})
+    return {"frozen": frozen, "clips": chosen, "curves": {}}
 
 
 @torch.no_grad()
@@ -287,12 +316,16 @@ class SaqSamConfig(SamPTQConfig):
     clips: tuple[float, ...] = OFFICIAL_CLIPS
     par: bool = True
     layer_skip: bool = True
+    fixed_clips: tuple[float, ...] = ()  # one clip per decoder attention instead of PCC's search
+
 
     def __post_init__(self) -> None:
         super().__post_init__()
         clips = tuple(self.clips)
         object.__setattr__(self, "clips", clips)
-        bad = [c for c in clips if not isinstance(c, (int, float)) or not 0.5 < float(c) <= 1.0]
+        object.__setattr__(self, "fixed_clips", tuple(self.fixed_clips))
+        bad = [c for c in clips + self.fixed_clips
+               if not isinstance(c, (int, float)) or not 0.5 < float(c) <= 1.0]
         if not clips or bad:
             raise ConfigError(
                 f"clips must be a non-empty list of percentiles in (0.5, 1] (inside (0, 1], above the "
@@ -306,7 +339,8 @@ class SaqSamConfig(SamPTQConfig):
 
 @register_sam_method("saqsam", SaqSamConfig, "PCC clipping + prompt-aware stage recon with layer skipping")
 def run_saqsam(qsam: nn.Module, data: SamPromptSet, config: SaqSamConfig, seed: int) -> dict:
-    return sam_ptq(qsam, data, config, seed, pcc=apply_pcc_ if config.pcc else None, recon=reconstruct_par)
+    pcc = apply_fixed_clips_ if config.fixed_clips else (apply_pcc_ if config.pcc else None)
+    return sam_ptq(qsam, data, config, seed, pcc=pcc, recon=reconstruct_par)
 
 
 def reproduce_drop_bug_(qsam: nn.Module, report: dict, p: float = 0.5) -> int:
