@@ -331,3 +331,57 @@ def distill(
         fp_state = fp_next
         rows.append({"unit": "+".join(names), "first_loss": first, "last_loss": last, "trained": n_params})
     return rows
+
+
+# --------------------------------------------------------------------------------------- shared pipeline
+@torch.no_grad()
+def calibrate_temporal(q_unet: nn.Module, calib: CalibSet, index: StepIndex, chunk: int = 64) -> None:
+    """Weight ranges from the weights, then per-step activation ranges from the calibration set with
+    weights quantized and activations in FP (the toolbox's calibration order, per sample step)."""
+    layers = [m for m in q_unet.modules() if isinstance(m, _QuantWeightLayer)]
+    for layer in layers:
+        layer.calibrate_weight()
+    acts = [m for m in q_unet.modules() if isinstance(m, QuantizerBase) and getattr(m, "role", "") == "act"]
+    for a in acts:
+        a.enabled = False
+        a.start_observing()
+    q_unet.eval()
+    for a0 in range(0, len(calib), chunk):
+        index.set(calib.idx[a0 : a0 + chunk])
+        q_unet(calib.x[a0 : a0 + chunk], calib.t[a0 : a0 + chunk])
+    for a in acts:
+        a.finish_observing()
+        a.enabled = True
+
+
+def stop_learning(q_unet: nn.Module) -> None:
+    """Every quantizer parameter frozen, learned zero points rounded onto the integer grid."""
+    for m in q_unet.modules():
+        if isinstance(m, _QuantWeightLayer):
+            m.w_quant.learn_step(False)
+        if isinstance(m, TemporalActQuant):
+            m.tq.learn(step=False, zero=False)
+            m.tq.harden_zero()
+    for p in q_unet.parameters():
+        p.requires_grad_(False)
+
+
+@dataclass
+class TemporalSampler:
+    """A U-Net with temporal quantizers: `sample(noise)` runs the DDIM loop with the step index set
+    before every U-Net call; `refresh` (default every step) caches like DeepCache, so a temporal
+    quantized model composes with a cache schedule."""
+
+    unet: nn.Module
+    scheduler: Any
+    steps: int
+    index: StepIndex
+    refresh: list[int] | None = None
+    branch: int = 0
+    report: dict | None = None
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        refresh = self.refresh if self.refresh is not None else list(range(self.steps))
+        return sample_loop(DeepCacheUNet(self.unet, self.branch), self.scheduler, noise, self.steps, refresh,
+                           cond=cond, on_step=lambda i, t: self.index.set(i))

@@ -9,6 +9,7 @@ from tiny_diffusion import tiny_unet
 
 from methods.dilatequant import (
     DilatedInput,
+    DilateQuantConfig,
     dilate_,
     dilation_scales,
     saturated_channels,
@@ -208,3 +209,92 @@ def test_tpq_per_head_entries_follow_each_heads_range():
     assert float(q.step[1, 1]) == pytest.approx(4 * float(q.step[1, 0]), rel=1e-5)
     with pytest.raises(ConfigError, match="heads"):
         q(torch.randn(3, 3, 10), torch.tensor([0, 0, 0]))
+
+
+# ------------------------------------------------------------------------------------ BKD pipeline
+def _calib(unet, steps=4, size=16):
+    from tiny_diffusion import tiny_scheduler
+
+    from methods.dilatequant import DilateQuantConfig, calibration_data
+
+    cfg = DilateQuantConfig(calib_size=size, trajectories=4, batch_size=8)
+    return calibration_data(unet, tiny_scheduler(), steps, cfg), cfg
+
+
+def test_bkd_lowers_the_block_error_against_the_fp_chain():
+    from methods.dilatequant import bkd_param_groups, temporal_qmodel
+    from methods.quant.unet_units import StepIndex, UNetState, calibrate_temporal, distill, run_units
+
+    unet = tiny_unet()
+    calib, cfg = _calib(unet)
+    index = StepIndex()
+    q = temporal_qmodel(unet, DilateQuantConfig(bits="w4a4").quant_config(), 4, index, True)
+    calibrate_temporal(q, calib, index)
+    names = ["embed", "down.0"]
+
+    def error() -> float:
+        index.set(calib.idx)
+        with torch.no_grad():
+            a = run_units(q, names, UNetState(calib.x, calib.t))
+            b = run_units(unet, names, UNetState(calib.x, calib.t))
+        return float((a.h - b.h).pow(2).mean())
+
+    before = error()
+    rows = distill(q, unet, calib, [names], bkd_param_groups(1e-3, 1e-3, True), iters=40, batch_size=8,
+                   index=index)
+    assert rows[0]["trained"] > 0
+    assert error() < 0.8 * before
+
+
+def test_prepare_dilatequant_end_to_end_is_evaluation_ready():
+    from tiny_diffusion import tiny_scheduler
+
+    from methods.dilatequant import prepare_dilatequant
+    from methods.quant.unet_units import TemporalActQuant
+
+    unet = tiny_unet()
+    calib, _ = _calib(unet)
+    cfg = DilateQuantConfig(bits="w4a4", iters=2, batch_size=8, calib_size=16, trajectories=4)
+    sampler = prepare_dilatequant(unet, tiny_scheduler(), 4, cfg, calib)
+    rep = sampler.report
+    assert len(rep["units"]) == 7 and rep["wd_sites"] > 0 and rep["quantize_seconds"] > 0
+    tpq = [m for m in sampler.unet.modules() if isinstance(m, TemporalActQuant)]
+    assert tpq and all(torch.equal(m.tq.zero, m.tq.zero.round()) and m.tq.zero_offset is None for m in tpq)
+    x = sampler.sample(torch.randn(2, 1, 8, 8))
+    assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all()
+    assert all(not p.requires_grad for p in sampler.unet.parameters())
+
+
+def test_dilatequant_bad_input_is_refused_with_what_to_do():
+    from tiny_diffusion import tiny_cond_unet, tiny_scheduler
+
+    from methods.dilatequant import dilatequant_method
+    from methods.quant.bits import BitsError
+
+    with pytest.raises(BitsError, match="DilateQuant"):
+        DilateQuantConfig(bits="fp")
+    with pytest.raises(BitsError, match="outside 2..8"):
+        DilateQuantConfig(bits="w16a16")
+    with pytest.raises(ConfigError, match="smaller than the batch"):
+        DilateQuantConfig(calib_size=16, batch_size=32)
+    with pytest.raises(ConfigError, match="max_scale"):
+        DilateQuantConfig(max_scale=0.5)
+    with pytest.raises(ConfigError, match="UNet2DModel"):
+        dilatequant_method(tiny_cond_unet(), tiny_scheduler(), 4, DilateQuantConfig(calib_size=32))
+    with pytest.raises(ConfigError, match="conditioning"):
+        dilatequant_method(tiny_unet(), tiny_scheduler(), 4, cond={"class_labels": torch.zeros(1)})
+
+
+def test_dilatequant_as_a_diffusion_method_entry():
+    from tiny_diffusion import tiny_scheduler
+
+    from methods.diffusion import DiffusionMethod, DiffusionSampler
+    from methods.dilatequant import dilatequant_method
+
+    entry = DiffusionMethod("dilatequant", DilateQuantConfig, dilatequant_method, "WD + TPQ + BKD")
+    prepare = entry.create(bits="W4A4", iters=1, batch_size=4, calib_size=8, trajectories=2, bkd=False)
+    with pytest.raises(ConfigError, match="Unknown"):
+        entry.create(bitz="w4a4")
+    sampler = prepare(tiny_unet(), tiny_scheduler(), 4)
+    assert isinstance(sampler, DiffusionSampler)
+    assert sampler.sample(torch.randn(1, 1, 8, 8)).shape == (1, 1, 8, 8)
