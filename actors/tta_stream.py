@@ -29,7 +29,7 @@ from methods.errors import CheckpointError, ConfigError
 from methods.quant.bits import parse_bits
 from methods.tta.stream import StreamAdapter
 from methods.ttaq import TTAQ_BITS, TTAQConfig, parse_parts, run_ttaq_ptq
-from sims.data.digits_c import CorruptionStream, CorruptionStreamConfig
+from sims.data.digits_c import COMPUTED_SOURCES, CorruptionStream, CorruptionStreamConfig
 
 LABEL_ORDERS = ("balanced", "imbalanced")
 DIGITS_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "contrast", "brightness",
@@ -41,7 +41,8 @@ class TTAStreamTaskConfig(ConfigDict):
     """Model, stream and PTQ settings shared by every trial of a stream sweep.
 
     model: zoo name; checkpoint: a user's weights for it (safetensors, or .pth read with
-    weights_only=True) or, with `arch`, a timm checkpoint file. source/root: digits-c or a
+    weights_only=True) or, with `arch`, a timm checkpoint file. source/root: digits-c, textures-C
+    ("textures", with model="cnn-bn-textures") or a
     CIFAR-10-C / ImageNet-C folder; batches_per_domain: 0 takes each whole split; calib_path: .npy
     of clean calibration images for folder sources (uint8 NHWC or float NCHW in [0, 1]);
     input_mean/std: normalisation of real models' inputs.
@@ -79,7 +80,7 @@ class TTAStreamTaskConfig(ConfigDict):
                 self.input_mean is not None and len(self.input_mean) != len(self.input_std)):
             raise ConfigError(f"input_mean and input_std go together, one value per input channel; got "
                               f"{self.input_mean} and {self.input_std}.")
-        if self.source != "digits" and not self.calib_path:
+        if self.source not in COMPUTED_SOURCES and not self.calib_path:
             raise ConfigError(f"source {self.source!r} needs calib_path= a .npy of clean calibration images.")
         self.stream_config(0, "balanced")  # validates the stream fields
 
@@ -153,6 +154,10 @@ def load_calibration(cfg: TTAStreamTaskConfig) -> torch.Tensor:
     if cfg.calib_path:
         arr = _read_calibration(Path(cfg.calib_path))
         x = torch.from_numpy(arr.transpose(0, 3, 1, 2) / 255.0 if arr.dtype == np.uint8 else arr).float()
+    elif cfg.source == "textures":  # textures-C: calibrate on clean textures-10 train patches
+        from sims.data.textures import load_textures_split
+
+        x = load_textures_split("train", cfg.image_size)[0]
     else:
         from sims.data.digits import load_digits_split
 

@@ -161,8 +161,9 @@ def plot_domains(run_dir: Path, domains: dict[str, dict[str, float]], order: lis
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--source", choices=("digits", "cifar10c", "imagenetc"),
-                   help="stream source (default digits)")
+    p.add_argument("--source", choices=("digits", "textures", "cifar10c", "imagenetc"),
+                   help="stream source (default digits; textures: textures-C, use with "
+                        "--set task.model=cnn-bn-textures)")
     p.add_argument("--root", help="CIFAR-10-C / ImageNet-C folder")
     p.add_argument("--calib", help=".npy of clean calibration images (needed for folder sources)")
     p.add_argument("--checkpoint", help="a user's weights: for the zoo model, or a timm file with --arch")
@@ -176,7 +177,7 @@ def config_from_args(args) -> list[str]:
         value = getattr(args, flag)
         if value is not None:
             out.append(f"task.{key}={json.dumps(str(value))}")
-    if args.source not in (None, "digits"):
+    if args.source not in (None, "digits", "textures"):
         out.append("task.batches_per_domain=0")  # the whole split of each domain
     return out
 

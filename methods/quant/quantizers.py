@@ -173,6 +173,14 @@ class AdaRound(nn.Module):
     def regularizer(self, beta: float) -> torch.Tensor:
         return (1.0 - (2.0 * self.h() - 1.0).abs().pow(beta)).sum()
 
+    @torch.no_grad()
+    def undecided(self) -> tuple[int, int]:
+        """(variables with 0 < h(V) < 1, all variables): h reaches exactly 0 or 1 once the rectified
+        sigmoid saturates, so a variable strictly inside is one the optimisation has not decided
+        and hardening rounds by the sign of V alone (the convergence measure of issue 13)."""
+        h = torch.clamp(torch.sigmoid(self.alpha) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+        return int(((h > 0) & (h < 1)).sum()), h.numel()
+
     def harden(self) -> None:
         self.soft = False
         self.alpha.requires_grad_(False)

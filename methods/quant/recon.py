@@ -389,6 +389,8 @@ class ReconEngine:
                     s.clamp_(min=1e-8)
             first = float(rec.detach()) if it == 0 else first
             last = float(rec.detach())
+        counts = [layer.adaround.undecided() for layer in layers if layer.adaround is not None and alphas]
+        undecided = sum(c[0] for c in counts) / max(sum(c[1] for c in counts), 1) if counts else math.nan
         for layer in layers:
             if layer.adaround is not None:
                 layer.adaround.harden()
@@ -402,6 +404,8 @@ class ReconEngine:
             "last_loss": last,
             "n_weight_layers": len(alphas),
             "n_act_steps": len(steps),
+            # fraction of the unit's rounding variables still undecided when hardened (NaN: none learned)
+            "undecided": undecided,
         }
 
 

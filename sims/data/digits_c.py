@@ -13,8 +13,10 @@ order; slots follow one another. Small alpha → long single-class runs.
 
 Our design [inferred]:
 - `digits-c`: the digits test split (450 images, `sims.data.digits`) corrupted image by image with
-  `sims.data.corruptions`; each image's randomness is seeded from (seed, corruption, severity, image
-  index), so an image has the same bytes whichever batch, order or stream it appears in.
+  `sims.data.corruptions`; `textures-C` (``source="textures"``, 16 or 32 px): the same over the
+  textures-10 test split (1,000 patches, `sims.data.textures`), the TTA bed with headroom; each
+  image's randomness is seeded from (seed, corruption, severity, image index), so an image has the
+  same bytes whichever batch, order or stream it appears in.
 - Without label shift, each domain is a seeded random permutation of its items (class-balanced in
   expectation). The order of domain d comes from `default_rng([seed, d, 0x5EED])`, so a corruption
   repeated in the stream (several rounds, as in CoTTA's 10-round setting) gets a new order each time.
@@ -48,8 +50,11 @@ from sims.data.corruptions import (
     global_numpy_scope,
 )
 from sims.data.digits import SIZES, load_digits_split
+from sims.data.textures import SIZES as TEXTURE_SIZES
+from sims.data.textures import load_textures_split
 
-SOURCES = ("digits", "cifar10c", "imagenetc")
+SOURCES = ("digits", "textures", "cifar10c", "imagenetc")
+COMPUTED_SOURCES = ("digits", "textures")  # corrupted on demand from a shipped test split
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 _ORDER_TAG = 0x5EED  # separates order seeds from any other use of the base seed
 MAX_SLOTS = 100  # RoTTA: number of time slots = number of classes, at most 100
@@ -69,7 +74,8 @@ class CorruptionStreamConfig:
         label_shift: None for a class-balanced random order, else the Dirichlet alpha (> 0) of
             RoTTA's class-imbalanced order (0.1 is strongly imbalanced).
         batches_per_domain: batches taken from each domain; None takes the whole split.
-        source: "digits" (digits-c computed on demand), "cifar10c" or "imagenetc" (a folder).
+        source: "digits" (digits-c) or "textures" (textures-C), computed on demand; "cifar10c" or
+            "imagenetc" (a folder).
         root: the folder of a real dataset; None for digits.
     """
 
@@ -102,13 +108,18 @@ class CorruptionStreamConfig:
             raise ConfigError(
                 f"source must be one of {SOURCES}, got {self.source!r}. {did_you_mean(self.source, SOURCES)}"
             )
-        if self.source == "digits":
+        if self.source in COMPUTED_SOURCES:
             for name in self.corruptions:
                 get_corruption(name)  # UnknownNameError listing the known ones
-            if self.image_size not in SIZES:
-                raise ConfigError(f"image_size must be one of {SIZES} for digits, got {self.image_size!r}.")
+            sizes = SIZES if self.source == "digits" else TEXTURE_SIZES
+            if self.image_size not in sizes:
+                raise ConfigError(
+                    f"image_size must be one of {sizes} for {self.source}, got {self.image_size!r}."
+                )
             if self.root is not None:
-                raise ConfigError(f"root is only for folder sources; source 'digits' got root={self.root!r}.")
+                raise ConfigError(
+                    f"root is only for folder sources; source {self.source!r} got root={self.root!r}."
+                )
         elif not self.root:
             raise ConfigError(f"source {self.source!r} reads a folder: set root to its path.")
         sev = self.severity
@@ -150,10 +161,11 @@ class DomainSource(Protocol):
 
 
 class DigitsCSource:
-    """digits-c: the digits test split corrupted on demand, image by image (see module docstring)."""
+    """digits-c (or textures-C): a shipped test split corrupted on demand, image by image (see the
+    module docstring); `loader` is `load_digits_split` or `sims.data.textures.load_textures_split`."""
 
-    def __init__(self, image_size: int = 32, seed: int = 0) -> None:
-        x, y = load_digits_split("test", image_size)
+    def __init__(self, image_size: int = 32, seed: int = 0, loader=load_digits_split) -> None:
+        x, y = loader("test", image_size)
         self.images = x[:, 0].numpy()  # (N, s, s) float32 in [0, 1]; 1.8 MB at 32 px
         self.targets = y.numpy()
         self.seed = int(seed)
@@ -330,6 +342,8 @@ def make_source(config: CorruptionStreamConfig) -> DomainSource:
     """The source a config names; a folder source checks that every domain is present."""
     if config.source == "digits":
         return DigitsCSource(config.image_size, config.seed)
+    if config.source == "textures":
+        return DigitsCSource(config.image_size, config.seed, load_textures_split)
     source = CifarCSource(config.root) if config.source == "cifar10c" else ImageNetCSource(config.root)
     available = source.corruptions()
     for name in config.corruptions:

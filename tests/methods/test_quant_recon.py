@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -178,3 +179,17 @@ def test_ln_without_affine_is_refused():
     norm = nn.LayerNorm(4, elementwise_affine=False)
     with pytest.raises(ConfigError, match="affine"):
         reparameterize(norm, [], torch.ones(4), torch.zeros(4))
+
+
+def test_undecided_fraction_is_reported_and_falls_as_the_budget_grows():
+    """The convergence measure of issue 13: AdaRound variables strictly inside (0, 1) when hardened."""
+    base = calibrate(quantize_(tiny_cnn(), QuantConfig(w_bits=2, a_bits=8, first_last_bits=None)), X)
+    fractions = []
+    for iters in (5, 200):
+        model = copy.deepcopy(base)
+        cfg = ReconConfig(iters=iters, batch_size=16, learn_acts=False, weight_lr=1e-2)
+        fractions.append(ReconEngine(model, X, cfg, seed=0).reconstruct([("0", "1", "2")])[0]["undecided"])
+    assert fractions[0] > 0.9  # soft AdaRound starts at the fractional part: nothing decided
+    assert fractions[1] < 0.5 * fractions[0]
+    only_acts = ReconEngine(copy.deepcopy(base), X, ReconConfig(iters=2, learn_weights=False))
+    assert math.isnan(only_acts.reconstruct([("0", "1", "2")])[0]["undecided"])
