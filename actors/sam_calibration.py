@@ -80,17 +80,17 @@ def focus_column(attention: str) -> str:
 
 
 def method_config(method: str, w_bits: int, a_bits: int, cfg: SamCalibrationTaskConfig,
-                  clips: tuple[float, ...] = ()):
+                  clips: tuple[float, ...] = (), overrides: dict[str, Any] | None = None):
     """(registered method, its config) for a preset name or 'clip_study' (one config for all)."""
     if method == "clip_study":
-        name, overrides = "saqsam", {"recon": False, "fixed_clips": clips}
+        name, preset = "saqsam", {"recon": False, "fixed_clips": clips}
     elif method in PRESETS:
-        name, overrides = PRESETS[method]
+        name, preset = PRESETS[method]
     else:
         raise ConfigError(f"method must be one of {[*PRESETS, 'clip_study']}, got {method!r}.")
     spec = SAM_PTQ_METHODS.get(name)
-    kw = {**overrides, "w_bits": w_bits, "a_bits": a_bits, "first_last_bits": cfg.first_last_bits,
-          **{k: getattr(cfg, k) for k in RECON_KEYS}}
+    kw = {**preset, "w_bits": w_bits, "a_bits": a_bits, "first_last_bits": cfg.first_last_bits,
+          **{k: getattr(cfg, k) for k in RECON_KEYS}, **(overrides or {})}
     return spec, spec.config_cls.from_dict(kw)
 
 
@@ -143,36 +143,45 @@ class SamCalibrationTask:
 
     def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict:
         w, a = parse_bits(params["bits"]).require(**SAM_BITS).wa
-        rep, method = int(params.get("rep", 0)), params["method"]
-        calib = self.calibration_set(int(params["calib"]), rep)
+        rep, method, calib = int(params.get("rep", 0)), params["method"], int(params["calib"])
         clips = tuple(float(params[k]) for k in sorted((k for k in params if k.startswith("clip_")),
                                                         key=lambda k: int(k.split("_")[1])))
-        spec, config = method_config(method, w, a, self.cfg, clips)
-        result = spec.run(self.sam, calib, config, seed=rep)
         buggy = bool(params.get("buggy_drop", False))
+        row, model = self.trial(method, w, a, calib, rep, clips=clips, buggy=buggy)
+        objectives = {"box_ap": row["box_ap"], "calib_seconds": row.pop("calib_seconds")}
+        if method == "clip_study":
+            objectives["val_box_ap"] = self._metrics(model, self.val)["box_ap"]
+            row.update(self._pcc_side_by_side(w, a, calib, rep))
+        return {"objectives": objectives, "metrics": row}
+
+    def trial(self, method: str, w: int, a: int, calib: int, rep: int, *, clips: tuple[float, ...] = (),
+              overrides: dict[str, Any] | None = None, buggy: bool = False) -> tuple[dict[str, Any], Any]:
+        """One quantization + evaluation: (the row's metrics, the quantized model). `overrides` change
+        fields of the method's config (the bench's ablations)."""
+        data = self.calibration_set(calib, rep)
+        spec, config = method_config(method, w, a, self.cfg, clips, overrides)
+        result = spec.run(self.sam, data, config, seed=rep)
         touched = reproduce_drop_bug_(result.model, result.report) if buggy else 0
         torch.manual_seed(rep)  # the bug's random mixing, when reproduced, is seeded too
         t0 = time.perf_counter()
         metrics = self._metrics(result.model, self.test)
         report = result.report
-        focus = attention_focus_ious(result.model, calib, self.cfg.focus_images)
+        focus = attention_focus_ious(result.model, data, self.cfg.focus_images)
+        recon = report.get("recon", {})
         row = {
             **metrics, **{f"fp_{k}": v for k, v in self.fp.items()},
             "w_bits": w, "a_bits": a, "buggy_drop": buggy, "bug_quantizers": touched,
             "mean_focus_iou": sum(focus.values()) / len(focus),
             **{focus_column(k): v for k, v in focus.items()},
             "clips": ",".join(f"{c['clip']:g}" for c in report.get("pcc", {}).get("clips", [])),
-            "calib_cpu_seconds": report["calib_cpu_seconds"], "eval_seconds": time.perf_counter() - t0,
-            "block_evals": report.get("recon", {}).get("block_evals", 0),
-            "block_evals_saved": report.get("recon", {}).get("block_evals_saved", 0),
+            "calib_seconds": report["calib_seconds"], "calib_cpu_seconds": report["calib_cpu_seconds"],
+            "eval_seconds": time.perf_counter() - t0,
+            "block_evals": recon.get("block_evals", 0),
+            "block_evals_saved": recon.get("block_evals_saved", 0),
+            "recon_seconds_per_step": recon.get("seconds_per_step", float("nan")),
             "bimodal_blocks": sum(r["bimodal"] for r in report.get("big", [])),
         }
-        objectives = {"box_ap": metrics["box_ap"], "calib_seconds": report["calib_seconds"]}
-        if method == "clip_study":
-            val = self._metrics(result.model, self.val)
-            objectives["val_box_ap"] = val["box_ap"]
-            row.update(self._pcc_side_by_side(w, a, int(params["calib"]), rep))
-        return {"objectives": objectives, "metrics": row}
+        return row, result.model
 
     def _pcc_side_by_side(self, w: int, a: int, calib: int, rep: int) -> dict[str, Any]:
         """PCC's analytic choice on the same calibration images, computed once per actor."""

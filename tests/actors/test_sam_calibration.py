@@ -33,6 +33,7 @@ def test_row_has_mask_ap_for_both_prompts_focus_iou_and_timing(task):
         for key in ("ap", "ap50", "ap75", "iou"):
             assert 0.0 <= m[f"{kind}_{key}"] <= 1.0 and 0.0 <= m[f"fp_{kind}_{key}"] <= 1.0
     assert obj["box_ap"] == m["box_ap"] and obj["calib_seconds"] > 0 and m["calib_cpu_seconds"] > 0
+    assert "calib_seconds" not in m  # an objective, not also a metric column
     assert focus_column("transformer.layers.0.self_attn") in m and 0 <= m["mean_focus_iou"] <= 1
     assert len(m["clips"].split(",")) == 28 and m["block_evals_saved"] > 0 and not m["buggy_drop"]
 
