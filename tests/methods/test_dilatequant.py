@@ -298,3 +298,41 @@ def test_dilatequant_as_a_diffusion_method_entry():
     sampler = prepare(tiny_unet(), tiny_scheduler(), 4)
     assert isinstance(sampler, DiffusionSampler)
     assert sampler.sample(torch.randn(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+
+
+# ------------------------------------------------------------------------------------ baselines
+def test_lora_starts_at_the_fp_weight_and_merges_into_one_weight():
+    from methods.efficientdm import add_lora, merge_lora
+
+    q = quantize_(copy.deepcopy(tiny_unet()), QuantConfig(quant_matmul=False))
+    w0 = q.conv_in.weight.detach().clone()
+    adapters = add_lora(q, rank=2)
+    assert adapters and torch.equal(q.conv_in.weight, w0)  # B = 0
+    with torch.no_grad():
+        adapters[0].B.fill_(0.1)
+    moved = q.conv_in.weight.detach().clone()
+    assert not torch.equal(moved, w0)
+    assert merge_lora(q) == len(adapters)
+    assert torch.equal(q.conv_in.weight, moved) and isinstance(q.conv_in.weight, torch.nn.Parameter)
+
+
+@pytest.mark.parametrize("which", ["efficientdm", "qat"])
+def test_baselines_run_end_to_end_and_refuse_bad_bits(which):
+    from tiny_diffusion import tiny_scheduler
+
+    from methods.diffusion_qat import DiffusionQATConfig, prepare_qat
+    from methods.efficientdm import EfficientDMConfig, prepare_efficientdm
+    from methods.quant.bits import BitsError
+
+    cls, prepare = {"efficientdm": (EfficientDMConfig, prepare_efficientdm),
+                    "qat": (DiffusionQATConfig, prepare_qat)}[which]
+    with pytest.raises(BitsError):
+        cls(bits="w16a4")
+    with pytest.raises(ConfigError, match="smaller than the batch"):
+        cls(calib_size=4, batch_size=8)
+    unet = tiny_unet()
+    calib, _ = _calib(unet)
+    cfg = cls(bits="w4a4", iters=3, batch_size=8, calib_size=16, trajectories=4)
+    sampler = prepare(unet, tiny_scheduler(), 4, cfg, calib)
+    assert sampler.report["optimizer_steps"] == 3 and len(sampler.report["units"]) == 1
+    assert torch.isfinite(sampler.sample(torch.randn(2, 1, 8, 8))).all()
