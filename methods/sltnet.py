@@ -371,6 +371,7 @@ class SLTNet(nn.Module):
         super().__init__()
         cfg = cfg or SLTNetConfig()
         self.cfg = cfg
+        self.time_steps = cfg.time_steps  # may be changed after loading weights (T is weight-free)
         b = cfg.base
         c1, c2, c3, dec = 2 * b, 4 * b, b, b // 2
         self.stem = nn.Sequential(conv(cfg, cfg.in_channels, b, 3, padding=1, act=True),
@@ -409,7 +410,7 @@ class SLTNet(nn.Module):
             raise ConfigError(f"SLTNet expects [B, {self.cfg.in_channels}, H, W] voxel grids; received "
                               f"shape {tuple(x.shape)}. Build the input with bins={self.cfg.in_channels}.")
         size = (x.shape[-2], x.shape[-1])
-        seq = x.unsqueeze(0).expand(self.cfg.time_steps, *x.shape)
+        seq = x.unsqueeze(0).expand(int(self.time_steps), *x.shape)
         out0 = self.bn_act0(self.stem(seq))
         out1 = self.bn_act1(self.stage1(self.down1(out0)))
         out2 = self.bn_act2(self.stage2(self.down2(out1)))

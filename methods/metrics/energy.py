@@ -84,6 +84,7 @@ class EnergyReport:
     extra_ac_ops: float
     firing_rates: dict[str, float] = field(default_factory=dict)
     constants: EnergyConstants = field(default_factory=EnergyConstants)
+    output: Any = field(default=None, repr=False, compare=False)  # what the measured forward returned
 
     @property
     def macs(self) -> int:
@@ -175,10 +176,10 @@ def measure_energy(model: nn.Module, inputs: Any, mode: str = "snn", constants: 
     try:
         model.eval()
         with torch.no_grad():
-            model(*(inputs if isinstance(inputs, tuple) else (inputs,)))
+            output = model(*(inputs if isinstance(inputs, tuple) else (inputs,)))
     finally:
         for handle in handles:
             handle.remove()
         for module, training in flags.items():
             module.training = training
-    return EnergyReport(mode, layers, extra["float"], extra["ac"], rates, constants)
+    return EnergyReport(mode, layers, extra["float"], extra["ac"], rates, constants, output)
