@@ -283,7 +283,7 @@ def create_app(arena: Arena):
     from fastapi import FastAPI, Header, Request
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-    from cluster.arena_pages import ARENA_JS, LEADERBOARD_HTML, VOTE_HTML
+    from cluster.arena_pages import ARENA_CSS, ARENA_JS, LEADERBOARD_HTML, VOTE_HTML
 
     app = FastAPI(title="evfarm K-Sort arena", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.arena = arena
@@ -314,6 +314,10 @@ def create_app(arena: Arena):
     @app.get("/arena.js")
     def script() -> Response:
         return Response(ARENA_JS, media_type="text/javascript")
+
+    @app.get("/arena.css")
+    def style() -> Response:
+        return Response(ARENA_CSS, media_type="text/css")
 
     @app.get("/api/match")
     def api_match() -> dict:

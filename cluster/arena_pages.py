@@ -1,16 +1,15 @@
 """The arena's two pages (vote, leaderboard) and their one script, served by cluster/arena_app.py.
 
 Plain HTML + JavaScript, no framework, no external resource (the app's Content-Security-Policy is
-`default-src 'self'`): the page asks /api/match for K images, the person clicks them in order
-(rank mode) or clicks the best one (best mode), and the vote goes to /api/vote with a fresh random
-token per match, so a resubmission after a network error counts once. Text is set with
-`textContent`, never `innerHTML`. Element ids are what tests/cluster/test_arena_browser.py uses.
-Our own design [ours].
+`default-src 'self'`, so style and script are files, not inline): the page asks /api/match for K
+images, the person clicks them in order (rank mode) or clicks the best one (best mode), and the
+vote goes to /api/vote with a fresh random token per match, so a resubmission after a network
+error counts once. Text is set with `textContent`, never `innerHTML`. Element ids are what
+tests/cluster/test_arena_browser.py uses. Our own design [ours].
 """
 from __future__ import annotations
 
-_STYLE = """
-<style>
+ARENA_CSS = """
  body { font-family: sans-serif; margin: 1.5em; background: #fafafa; color: #222; }
  nav a { margin-right: 1em; }
  #images { display: flex; gap: 1em; flex-wrap: wrap; margin: 1em 0; }
@@ -24,8 +23,8 @@ _STYLE = """
  td, th { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
  td:nth-child(2), th:nth-child(2) { text-align: left; }
  #status { margin-top: 1em; min-height: 1.2em; }
-</style>
 """
+_STYLE = '<link rel="stylesheet" href="/arena.css">'
 
 VOTE_HTML = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>evfarm K-Sort arena: vote</title>{_STYLE}</head>
@@ -107,6 +106,7 @@ async function loadMatch() {
     f.append(img, cap); f.addEventListener("click", () => pick(i)); box.append(f);
   });
   render();
+  document.body.dataset.matches = String(Number(document.body.dataset.matches || 0) + 1);
 }
 async function submit() {
   const k = match.k, ranks = new Array(k);
