@@ -15,6 +15,8 @@ from actors import (  # noqa: F401  (imported for their @register_task)
     galvo_rig,
     model_shard,
     roofline_device,
+    sam_calibration,
+    segmentation_task,
     toy_task,
     tta_stream,
 )

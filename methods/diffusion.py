@@ -27,6 +27,9 @@ import torch
 
 from methods.cachequant import CacheQuantConfig, cachequant_method
 from methods.deepcache import DeepCacheConfig, deepcache_method
+from methods.diffusion_qat import DiffusionQATConfig, qat_method
+from methods.dilatequant import DilateQuantConfig, dilatequant_method
+from methods.efficientdm import EfficientDMConfig, efficientdm_method
 from methods.qdiffusion import QDiffusionConfig, qdiffusion_method
 from methods.registry import Registry, config_from_dict
 
@@ -59,5 +62,8 @@ for _method in (
     DiffusionMethod("deepcache", DeepCacheConfig, deepcache_method, "reuse high-level U-Net features"),
     DiffusionMethod("qdiffusion", QDiffusionConfig, qdiffusion_method, "timestep-aware PTQ, split shortcuts"),
     DiffusionMethod("cachequant", CacheQuantConfig, cachequant_method, "DPS caching + quantization, DEC"),
+    DiffusionMethod("dilatequant", DilateQuantConfig, dilatequant_method, "weight dilation + TPQ + BKD"),
+    DiffusionMethod("efficientdm", EfficientDMConfig, efficientdm_method, "QALoRA + temporal LSQ"),
+    DiffusionMethod("diffusion_qat", DiffusionQATConfig, qat_method, "full LSQ QAT (cost ceiling)"),
 ):
     DIFFUSION_METHODS.register(_method.name)(_method)
