@@ -14,7 +14,7 @@ fewest-comparisons pivot picks it first (the paper's new-model procedure, Fig. 6
 
 Our own design [ours]:
 - FastAPI + uvicorn, not Gradio (the original's): the page is one small HTML + JS file and a JSON
-  API, which simulated voters (sweeps/arena_load.py) and a browser use alike; FastAPI validates
+  API, which simulated voters (sweeps/bench_arena_load.py) and a browser use alike; FastAPI validates
   request bodies (pydantic) and TestClient tests the app in process; Gradio would add a large
   dependency, its own queue and websocket protocol, and no plain API for the load test.
 - Models folder: `FOLDER/<model>/<prompt_id>.png`; the arena's prompts are those every model has.

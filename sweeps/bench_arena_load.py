@@ -1,8 +1,8 @@
 """Load test: a crowd of simulated voters votes through a K-Sort arena server's HTTP API.
 
-    python sweeps/arena_load.py                          # 8 voters (2 Ray actors x 4), 5 rounds
-    python sweeps/arena_load.py --set actors=0           # the voters as threads of the driver, no Ray
-    python sweeps/arena_load.py --via-http http://127.0.0.1:8000 --set truth='["clean", ...]'
+    python sweeps/bench_arena_load.py                          # 8 voters (2 Ray actors x 4), 5 rounds
+    python sweeps/bench_arena_load.py --set actors=0           # the voters as threads of the driver, no Ray
+    python sweeps/bench_arena_load.py --via-http http://127.0.0.1:8000 --set truth='["clean", ...]'
 
 Paper: "K-Sort Arena" (Li et al., arXiv 2408.14468) runs as a web platform; this measures ours
 (cluster/arena_app.py) on localhost. Our own design [ours]:
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python sweeps/arena_load.py` from a checkout
+if __package__ in (None, ""):  # `python sweeps/bench_arena_load.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
@@ -257,7 +257,7 @@ def body(run: BenchRun) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     return run_bench(
-        argv, bench="arena_load", description=__doc__.splitlines()[0], config_cls=ArenaLoadConfig,
+        argv, bench="bench_arena_load", description=__doc__.splitlines()[0], config_cls=ArenaLoadConfig,
         body=body,
         **shorthands(Shorthand("--via-http", "via_http", str, "vote on this arena URL, not a new one"),
                      Shorthand("--voters", "voters", int, "concurrent voter sessions")),

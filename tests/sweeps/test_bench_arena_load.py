@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.arena_store import ArenaStore
-from sweeps import arena_load
+from sweeps import bench_arena_load as arena_load
 
 TINY = ["--set", "voters=3", "--set", "votes_per_voter=5", "--set", "rounds=2", "--set", "warmup_votes=1",
         "--set", "seconds=30", "--set", "resubmit_every=2"]
@@ -27,8 +27,8 @@ def test_threads_crowd_is_exact_and_converges(tmp_path, capsys):
     assert rc == 0 and s["exact"] == "1"
     assert s["acked"] == s["stored"] == str(3 * 5 * 2 + 3 * 1)  # every vote acknowledged, each once
     assert float(s["votes_per_s"]) > 0 and float(s["vote_p99_ms"]) >= float(s["vote_p50_ms"]) > 0
-    store = ArenaStore(tmp_path / "arena_load" / "t" / "store")
-    assert store.count() == 33 and (tmp_path / "arena_load" / "t" / "rounds.csv").is_file()
+    store = ArenaStore(tmp_path / "bench_arena_load" / "t" / "store")
+    assert store.count() == 33 and (tmp_path / "bench_arena_load" / "t" / "rounds.csv").is_file()
 
 
 def test_a_lost_vote_makes_the_run_not_exact(tmp_path, capsys, monkeypatch):
