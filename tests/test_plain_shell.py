@@ -59,6 +59,11 @@ SWEEPS = {
         "--rig", "search", "--sampler", "grid", "--rigs", "2", "--set", 'search.methods=["uniform"]',
         "--set", "search.budgets=[30]", "--set", "search.scenes=2", "--set", "search.curve_points=5",
     ],
+    "saqsam_sweep": [
+        "--set", "task.test_images=4", "--set", "task.iters=2", "--set", "calib_sizes=[2]",
+        "--set", 'methods=["minmax"]', "--set", 'bits=["w4a4"]',
+    ],
+    "sltnet_sweep": ["--set", "study.n_trials=2", "--set", "study.actors=1", "--set", "time_steps=[1]"],
 }
 CHEAP = ("demo_sweep", "arena_convergence", "roofline_sweep")
 

@@ -161,7 +161,9 @@ def test_config_bits_use_the_one_bits_spec():
 def test_diffusion_methods_share_one_prepare_and_sample_signature():
     from methods.diffusion import DIFFUSION_METHODS, DiffusionSampler
 
-    assert DIFFUSION_METHODS.names() == ["cachequant", "deepcache", "qdiffusion"]
+    assert DIFFUSION_METHODS.names() == [
+        "cachequant", "deepcache", "diffusion_qat", "dilatequant", "efficientdm", "qdiffusion"
+    ]
     unet, sched = tiny_unet(), tiny_scheduler()
     noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     small = {"cachequant": {"interval": 3, "bits": "w8a8", "calib_samples": 2, "dps_samples": 2},
