@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from sims.zoo.training import ClassifierRecipe, deterministic, fit_classifier, top1
+from sims.zoo.training import ClassifierRecipe, fit_on_split, top1
 
 TEXTURES_DATA = (
     "sims.data.textures textures-10: 3000 train / 1000 test {size}x{size} grey patches from disjoint "
@@ -22,13 +22,7 @@ def fit_textures(build: Callable[[], nn.Module], recipe: ClassifierRecipe, image
     """Train `build()` on the textures-10 train split deterministically; `steps` overrides the recipe."""
     from sims.data.textures import load_textures_split
 
-    if steps is not None:
-        recipe = ClassifierRecipe(**{**recipe.to_dict(), "steps": steps})
-    x, y = load_textures_split("train", image_size)
-    with deterministic(seed) as gen:
-        model = build()
-        losses = fit_classifier(model, x, y, recipe, gen)
-    return model, losses
+    return fit_on_split(load_textures_split, build, recipe, image_size, seed, steps)
 
 
 def textures_top1(model: nn.Module, image_size: int) -> dict[str, float]:

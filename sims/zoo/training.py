@@ -128,18 +128,25 @@ def fit_classifier(
 DIGITS_DATA = "sims.data.digits train split (1347 images) at {size}x{size}, [0,1]; test split 450 images"
 
 
+def fit_on_split(load_split: Callable[[str, int], tuple[torch.Tensor, torch.Tensor]],
+                 build: Callable[[], nn.Module], recipe: ClassifierRecipe, image_size: int, seed: int = 0,
+                 steps: int | None = None) -> tuple[nn.Module, list[float]]:
+    """Train `build()` on `load_split("train", image_size)` deterministically (`steps` overrides)."""
+    if steps is not None:
+        recipe = ClassifierRecipe(**{**recipe.to_dict(), "steps": steps})
+    x, y = load_split("train", image_size)
+    with deterministic(seed) as gen:
+        model = build()
+        losses = fit_classifier(model, x, y, recipe, gen)
+    return model, losses
+
+
 def fit_digits(build: Callable[[], nn.Module], recipe: ClassifierRecipe, image_size: int, seed: int = 0,
                steps: int | None = None) -> tuple[nn.Module, list[float]]:
     """Train `build()` on the digits train split deterministically; `steps` overrides the recipe."""
     from sims.data.digits import load_digits_split
 
-    if steps is not None:
-        recipe = ClassifierRecipe(**{**recipe.to_dict(), "steps": steps})
-    x, y = load_digits_split("train", image_size)
-    with deterministic(seed) as gen:
-        model = build()
-        losses = fit_classifier(model, x, y, recipe, gen)
-    return model, losses
+    return fit_on_split(load_digits_split, build, recipe, image_size, seed, steps)
 
 
 def digits_top1(model: nn.Module, image_size: int) -> dict[str, float]:
