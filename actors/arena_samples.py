@@ -5,13 +5,16 @@
 configuration (a `ShardPoint`: cache interval, schedule, bits, corrections) with
 `methods.cachequant.prepare_cachequant`, samples the same noise seeds with every one, and writes
 `out/<name>/seed<NNNN>.png` (sims/arena_images.py). Every configuration sees the same initial
-noise per seed, so a vote compares configurations, not seeds. `evfarm arena samples` calls it;
-a grid's `--save-samples` would call it with the grid's points. Our own design [ours].
+noise per seed, so a vote compares configurations, not seeds. `evfarm arena samples` calls it with
+named presets; the CacheQuant grid's `--save-samples N` calls it with every completed grid point,
+named by `point_name` (e.g. `n5-dps-w8a8-both`). Our own design [ours].
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,6 +31,17 @@ PRESETS: dict[str, ShardPoint] = {
     "cachequant-w8a8-n5": ShardPoint(interval=5, bits="w8a8", corrections="both"),
     "cachequant-w4a8-n5": ShardPoint(interval=5, bits="w4a8", corrections="both"),
 }
+
+
+def point_name(point: ShardPoint | Mapping[str, Any]) -> str:
+    """A folder name for a grid point: `n<interval>-<schedule>-<bits>-<corrections>`, then the value of
+    any further field that differs from its default (so a new field never renames old points)."""
+    p = point if isinstance(point, ShardPoint) else ShardPoint.from_dict(dict(point))
+    parts = [f"n{p.interval}", p.schedule, p.bits, p.corrections]
+    base = {"interval", "schedule", "bits", "corrections"}
+    parts += [str(getattr(p, f.name)) for f in fields(p)
+              if f.name not in base and getattr(p, f.name) != f.default]
+    return "-".join(parts)
 
 
 def preset_points(names: Sequence[str]) -> dict[str, ShardPoint]:

@@ -24,12 +24,18 @@ quantization-aware DPS ~9), i.e. ~80-100 s of trials per shard; each trial row r
 Ray start included: 2.9 min on a 2-core box at load average 2-4; 22.6 min at load average 15-20.
 The paper's settings (250 / 50 steps, 64 calibration trajectories, N = 20 / 5) are reachable with --set.
 Writes `pareto.png` (speed-up vs digit-FD and vs MSE) and `table.md` into the run directory.
+
+`--save-samples N` (config `save_samples`) also writes, after the grid, N images per completed grid
+point from the same N noise seeds into `<run dir>/samples/<point>/seed<NNNN>.png` (points named
+`n5-dps-w8a8-both`, actors/arena_samples.py): a models folder for a K-Sort arena of the run's
+configurations, `evfarm arena serve --models <run dir>/samples`. The driver samples them one point
+after another after the grid (about the cost of one trial per point, ~3-9 s each at the defaults).
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -69,6 +75,7 @@ class CacheQuantGridConfig:
     schedules: tuple[str, ...] = ("uniform", "dps", "qdps")
     bits: tuple[str, ...] = ("fp", "w8a8", "w4a8")
     corrections: tuple[str, ...] = ("none", "both")
+    save_samples: int = 0  # images per grid point written to <run dir>/samples for an arena (0 = none)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -82,6 +89,9 @@ class CacheQuantGridConfig:
                 raise ConfigError(f"{name} must not be empty; give at least one value, e.g. {name}=[...].")
         # one spelling in the rows whatever was typed ('W8A8' -> 'w8a8'), checked by the one parser
         object.__setattr__(self, "bits", canonical_bits_list(self.bits, **CQ_BITS))
+        if not isinstance(self.save_samples, int) or self.save_samples < 0:
+            raise ConfigError(f"save_samples: expected a number of images per grid point (0 = none), "
+                              f"got {self.save_samples!r}.")
         bad = [n for n in self.intervals if not isinstance(n, int) or n < 2]
         if bad:
             raise ConfigError(f"intervals: expected cache intervals >= 2 (1 is the baseline), got {bad}.")
@@ -170,7 +180,23 @@ def report(run_dir: Path, cfg: CacheQuantGridConfig, outcome: Any) -> dict[str, 
     )
     if best is not None:
         out.update(cachequant_mac_speedup=best["mac_speedup"], cachequant_bop_speedup=best["bop_speedup"])
+    if cfg.save_samples:
+        out["samples"] = str(save_samples(run_dir / "samples", cfg, trials))
     return out
+
+
+def save_samples(folder: Path, cfg: CacheQuantGridConfig, trials: list[dict[str, Any]]) -> Path:
+    """Write `cfg.save_samples` images of every completed grid point (same noise seeds) under `folder`."""
+    from actors.arena_samples import point_name, write_cachequant_samples
+
+    keys = [f.name for f in fields(ShardPoint)]
+    points = [ShardPoint.from_dict({k: r[k] for k in keys if r.get(k) is not None}) for r in trials]
+    named = {point_name(p): p for p in points}
+    counts = write_cachequant_samples(folder, named, list(range(cfg.save_samples)), steps=cfg.task.steps,
+                                      model=cfg.task.model, calib_samples=cfg.task.calib_samples)
+    print(f"samples: {sum(counts.values())} images of {len(counts)} grid points in {folder}; "
+          f"vote on them with `evfarm arena serve --models {folder}`")
+    return folder
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:
@@ -210,6 +236,8 @@ def _add_arguments(p) -> None:
         "--model", help="local diffusers pipeline or U-Net folder (default: the zoo's ddpm-digits)"
     )
     p.add_argument("--device", help="torch device of the shards, e.g. cuda (uses the shard_gpu1 profile)")
+    p.add_argument("--save-samples", type=int, metavar="N",
+                   help="after the grid, write N images per grid point to <run dir>/samples (arena folder)")
 
 
 def _config_from_args(args) -> list[str]:
@@ -220,6 +248,8 @@ def _config_from_args(args) -> list[str]:
         out.append(f'task.device="{args.device}"')
         if args.device.startswith("cuda"):
             out.append('study.profile="shard_gpu1"')
+    if args.save_samples is not None:
+        out.append(f"save_samples={args.save_samples}")
     return out
 
 

@@ -212,3 +212,33 @@ def test_grid_as_a_ray_job_on_a_local_head():
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "summary: " in out and "complete=3" in out and "pareto plot: " in out
+
+
+def test_save_samples_writes_an_arena_folder_of_every_grid_point(ray_local, tmp_path, capsys):
+    """`--save-samples N`: N images per completed point, the same seeds for each, that the arena
+    server reads as its models folder (issue: `evfarm arena serve` runs on a CacheQuant run's samples)."""
+    from cluster.arena_app import scan_models
+
+    rc = cg.main(["--out", str(tmp_path), "--run-id", "r", "--no-progress", "--save-samples", "2", *TINY])
+    assert rc == 0
+    folder = tmp_path / "cachequant_grid" / "r" / "samples"
+    models = scan_models(folder)
+    assert sorted(models) == ["n1-uniform-w8a8-none", "n2-dps-w8a8-both", "n2-dps-w8a8-none"]
+    assert all(sorted(m) == ["seed0000", "seed0001"] for m in models.values())
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"samples={folder}" in summary
+
+
+def test_point_names_are_stable_and_distinct():
+    from actors.arena_samples import point_name
+
+    assert point_name(ShardPoint(5, "dps", "w8a8", "both")) == "n5-dps-w8a8-both"
+    assert point_name({"interval": 1, "schedule": "uniform", "bits": "fp", "corrections": "none"}) == \
+        "n1-uniform-fp-none"
+    names = {point_name(ShardPoint(**p)) for p in cg.grid(cg.CacheQuantGridConfig())}
+    assert len(names) == len(cg.grid(cg.CacheQuantGridConfig()))
+
+
+def test_save_samples_must_be_a_count():
+    with pytest.raises(ConfigError, match="save_samples"):
+        cg.CacheQuantGridConfig(save_samples=-1)
