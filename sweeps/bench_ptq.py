@@ -125,8 +125,8 @@ def parse_override(text: str, config_cls: type) -> tuple[str, Any]:
 
 
 def dataset(model_name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split of the data set a zoo model was trained on: textures-10 for '*-textures', else digits."""
-    if model_name.endswith("-textures"):
+    """The split of the data set a zoo model was trained on: textures-10 for '*-textures*', else digits."""
+    if "-textures" in model_name:
         from sims.data.textures import load_textures_split
 
         return load_textures_split(split, IMAGE_SIZE)
@@ -312,7 +312,8 @@ def body(run: BenchRun) -> dict[str, Any]:
     if cfg.plot:
         plot(res, run.path("top1_vs_bits.png"))
     run.table("top1", table_rows(res), f"test top-1 over {cfg.seeds} seed(s), mean ± std; calibration s")
-    short = {"cnn-bn-digits": "cnn", "vit-digits": "vit", "cnn-bn-textures": "tcnn", "vit-textures": "tvit"}
+    short = {"cnn-bn-digits": "cnn", "vit-digits": "vit", "cnn-bn-textures": "tcnn", "vit-textures": "tvit",
+             "vit-textures-outliers": "ovit"}
 
     def key_of(model: str, bits: str, what: str) -> str:
         return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{short.get(model, model)}.{bits}.{what}")

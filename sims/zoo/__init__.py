@@ -1,8 +1,9 @@
 """Tiny reference models: registry, training scripts, committed weights, real-checkpoint loaders.
 
 Importing this package registers every zoo model in `ZOO` (`sims/zoo/registry.py`): "cnn-bn-digits",
-"vit-digits", "digits-classifier", "ddpm-digits", "sam-shapes", and the textures-10 beds
-"cnn-bn-textures" and "vit-textures", and the event-segmentation models of `sltnet_events`.
+"vit-digits", "digits-classifier", "ddpm-digits", "sam-shapes", the textures-10 beds
+"cnn-bn-textures", "vit-textures" and "vit-textures-outliers" (its float-equivalent variant with
+post-LayerNorm outlier channels), and the event-segmentation models of `sltnet_events`.
 Add a model as one file that calls `register_zoo(ZooSpec(...))` and import it here.
 """
 from sims.zoo import (  # noqa: F401  (register)
@@ -14,6 +15,7 @@ from sims.zoo import (  # noqa: F401  (register)
     sltnet_events,
     vit_digits,
     vit_textures,
+    vit_textures_outliers,
 )
 from sims.zoo.registry import ZOO, ZooSpec, load_zoo_model, register_zoo
 
