@@ -15,8 +15,12 @@ SLTNet) or fixed count (the last `n_events` events; 32,000 in SLTNet). The senso
 and the labels cover its top 200 rows; events below row 200 are dropped, as the official loader
 crops the bottom 60 rows of the event tensor [code]. Nothing is read until a window is asked for.
 
-DSEC-Semantic (events.h5 with Blosc compression, which needs `hdf5plugin`, not installed here) is
-not read yet.
+DSEC-Semantic folders are read by `sims.data.dsec` (same interface).
+
+Bad input (each an `EventDataError`, a `ConfigError`, naming the sequence and the mask): missing
+files, event and timestamp files of different lengths, a mask pointing past the index, events
+outside the 260 x 346 sensor, timestamps running backwards inside a window, a window left empty
+by the crop, a label map of the wrong size or with unknown class ids.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sims.data.events import EventDataError, EventWindow, check_labels
+from sims.data.events import EventDataError, EventWindow, check_events, check_labels
 
 DDD17_HEIGHT, DDD17_WIDTH, DDD17_LABEL_ROWS, DDD17_CLASSES = 260, 346, 200, 6
 
@@ -84,9 +88,21 @@ def ddd17_windows(sequence: str | Path, *, mode: str = "duration", duration_us: 
             start = max(0, end - n_events + 1)
         x, y, p = (np.asarray(xyp[start:end + 1, i]) for i in range(3))
         t = np.asarray(t_ns[start:end + 1]) // 1000
+        where = f"{seq}, window of {mask.name} (events {start}..{end})"
+        try:
+            check_events(x, y, t, p, DDD17_HEIGHT, DDD17_WIDTH)
+        except EventDataError as exc:
+            raise EventDataError(f"{where}: {exc}") from None
         keep = y < DDD17_LABEL_ROWS
+        if not keep.any():
+            raise EventDataError(f"{where}: all {len(y)} events lie below row {DDD17_LABEL_ROWS}, which the "
+                                 "official loader crops; the window is empty. Use a longer window "
+                                 "(duration_us / n_events) or skip this mask.")
         labels = _read_mask(mask)
-        check_labels(labels, DDD17_LABEL_ROWS, DDD17_WIDTH, DDD17_CLASSES)
+        try:
+            check_labels(labels, DDD17_LABEL_ROWS, DDD17_WIDTH, DDD17_CLASSES)
+        except EventDataError as exc:
+            raise EventDataError(f"{mask}: {exc}") from None
         t_end = int(t_ns[end] // 1000)
         yield EventWindow(x[keep].astype(np.int16), y[keep].astype(np.int16), t[keep],
                           np.where(p[keep] > 0, 1, -1).astype(np.int8), labels,

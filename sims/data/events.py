@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from methods.config_dict import ConfigDict
-from methods.errors import ConfigError, EvfarmUserError
+from methods.errors import ConfigError
 
 CLASS_NAMES: tuple[str, ...] = ("flat", "background", "object", "vegetation", "human", "vehicle")
 FLAT, BACKGROUND, OBJECT, VEGETATION, HUMAN, VEHICLE = range(6)
@@ -53,9 +53,9 @@ _OBJECT_SHAPES = {  # class -> (width, height) as fractions of the sensor height
 }
 
 
-class EventDataError(EvfarmUserError, ValueError):
+class EventDataError(ConfigError):
     """Event data that cannot be used: an empty window, events outside the sensor, time running
-    backwards, a label map of the wrong size."""
+    backwards, a label map of the wrong size (a `ConfigError`: bad input, exit status 2)."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from methods.errors import ConfigError
 from sims.data.event_folders import DDD17_LABEL_ROWS, DDD17_WIDTH, ddd17_sequences, ddd17_windows
 from sims.data.event_repr import voxel_grid
 from sims.data.events import EventDataError
@@ -55,3 +56,21 @@ def test_bad_ddd17_folders_say_what_is_missing(tmp_path):
     (seq / "events.dat.xyp").write_bytes(b"\0" * 12)
     with pytest.raises(EventDataError, match="index_50ms.npy"):
         list(ddd17_windows(seq))
+
+
+@pytest.mark.parametrize(
+    ("t_us", "xyp", "match"),
+    [
+        ([0, 10, 20], [[0, 0, 1], [346, 3, 0], [1, 1, 1]], r"outside the 260x346 sensor \(first: event 1"),
+        ([0, 30, 20], [[0, 0, 1], [1, 3, 0], [1, 1, 1]], "non-decreasing; event 2 has t=20 after t=30"),
+        ([0, 10, 20], [[0, 210, 1], [1, 250, 0], [1, 259, 1]], "all 3 events lie below row 200"),
+        ([0, 10, 20], [[0, 0, 1], [1, 3, 2], [1, 1, 1]], "Polarities"),
+    ],
+    ids=["outside", "time-backwards", "cropped-empty", "polarity"],
+)
+def test_bad_ddd17_events_name_the_sequence_and_mask(tmp_path, t_us, xyp, match):
+    labels = np.zeros((DDD17_LABEL_ROWS, DDD17_WIDTH), np.uint8)
+    _write_sequence(tmp_path / "dir0", t_us, xyp, [[20_000, 2]], {1: labels})
+    with pytest.raises(ConfigError, match=match) as exc:
+        list(ddd17_windows(tmp_path / "dir0"))
+    assert "segmentation_00000001.png" in str(exc.value)
