@@ -13,6 +13,15 @@ Design (DESIGN decisions 1-3, infra.md A.4/A.5):
 - grid points (cluster/search.py) are enqueued point by point, each recorded by the driver;
 - Optuna's public API only: a trial of an earlier driver is told FAIL by number, and its error
   lives in the FAIL row (there is no public way to set attributes on a trial one does not hold).
+
+At scale (issue 20) [ours] the loop works in rounds: ask a trial for every free place in the pool
+(several per actor with `study.inflight_per_actor`), flush the journal once (`BufferedJournal`:
+one fsync per round, not ~5 per trial), submit, then take *every* completion that is ready, land
+all their rows with one sink append, and only then tell the study about each of them. The order
+"rows land, then tell" holds per round as it held per trial, so the resume logic is unchanged;
+what a SIGKILL can lose is the journal records of the last round, which is the case the resume
+already handles (a RUNNING trial with a COMPLETE row is told COMPLETE; one without is retried).
+`StudyOutcome.timings` keeps the seconds spent asking, telling, landing, flushing and waiting.
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ from actors.pool import ActorPool, Completion
 from actors.sink import ResultSink
 from cluster.resources import PROFILES, actor_options, actors_that_fit
 from cluster.results import BASE_NAMES, read_table
+from cluster.rundir import JOURNAL
 from cluster.search import (
+    BufferedJournal,
     StudyConfig,
     StudySpec,
     best_trials,
@@ -63,6 +74,8 @@ class StudyOutcome:
     recovered_rows: int = 0
     seconds: float = 0.0
     best: list[dict[str, Any]] = field(default_factory=list)
+    # seconds spent per phase of the loop (ask, tell, land, flush, wait) and rounds run
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -84,7 +97,9 @@ class StudyRunner:
         self.run_id = run_id
         self.progress = progress
         self.dists = distributions(spec.space)
-        self.study = open_study(spec, run_dir)
+        self.journal = BufferedJournal(run_dir / JOURNAL)
+        self.study = open_study(spec, run_dir, backend=self.journal)
+        self.journal.flush()
         self.sink = ResultSink.options(**actor_options("sink_head")).remote(
             str(run_dir), dict(sink_metadata or {}), roll_seconds=sink_roll_seconds
         )
@@ -96,11 +111,23 @@ class StudyRunner:
         # root trial -> (next chunk, checkpoint): lets a retried stream resume after its last
         # landed chunk instead of recounting it (held in driver memory only).
         self.checkpoints: dict[int, tuple[int, Any]] = {}
+        # one round's rows (landed together) and what follows their landing, in order
+        self._rows: list[dict[str, Any]] = []
+        self._then: list[Callable[[], None]] = []
+        self.timings = dict.fromkeys(("ask", "tell", "land", "flush", "wait", "rounds"), 0.0)
+        self.outcome.timings = self.timings
         self.t0 = time.perf_counter()
 
     # rows ------------------------------------------------------------------------------------
     def _land(self, rows: list[dict[str, Any]]) -> None:
         """Send rows to the sink and wait for the flush; survive a sink restart."""
+        t = time.perf_counter()
+        try:
+            self._land_now(rows)
+        finally:
+            self.timings["land"] += time.perf_counter() - t
+
+    def _land_now(self, rows: list[dict[str, Any]]) -> None:
         for attempt in range(5):
             try:
                 self.outcome.rows_written += ray.get(self.sink.append.remote(rows))
@@ -215,6 +242,7 @@ class StudyRunner:
                 return None
             if self.cfg.n_trials is not None and self._n_logical >= self.cfg.n_trials:
                 return None
+        t = time.perf_counter()
         trial = self.study.ask(fixed_distributions=self.dists)
         if popped_waiting:
             self._n_waiting -= 1
@@ -232,6 +260,7 @@ class StudyRunner:
             trial.set_user_attr("seed", meta["seed"])
         self.meta[trial.number] = meta
         self.trials[trial.number] = trial
+        self.timings["ask"] += time.perf_counter() - t
         return trial
 
     def _submit(self, pool: ActorPool, slot: int, trial: optuna.Trial, chunk: int) -> None:
@@ -261,29 +290,56 @@ class StudyRunner:
         rows_before: list[dict[str, Any]] = (),  # type: ignore[assignment]
         values: list[float] | None = None,
         failure: str | None = None,
+        after: Callable[[], None] | None = None,
     ) -> None:
-        """Land the attempt's final row (after `rows_before`), then tell the study — in that order."""
-        self._land([*rows_before, {**self._base_row(trial, "trial", state.name), **fields}])
-        if failure is not None:
-            trial.set_user_attr("failure_kind", failure)
-            trial.set_user_attr("error", str(fields.get("error", ""))[:2000])
-        self.study.tell(trial, values, state=state)
-        if state == TrialState.COMPLETE:
-            self.outcome.complete += 1
-            self.checkpoints.pop(self.meta[trial.number]["root"], None)
-        elif state == TrialState.PRUNED:
-            self.outcome.pruned += 1
-        else:
-            self.outcome.failed += 1
-        del self.trials[trial.number]
+        """Queue the attempt's final row (after `rows_before`) to land with the round's rows, and
+        the tell (then `after`) to follow once they have landed — in that order."""
+        self._rows.extend([*rows_before, {**self._base_row(trial, "trial", state.name), **fields}])
+
+        def tell() -> None:
+            t = time.perf_counter()
+            if failure is not None:
+                trial.set_user_attr("failure_kind", failure)
+                trial.set_user_attr("error", str(fields.get("error", ""))[:2000])
+            self.study.tell(trial, values, state=state)
+            self.timings["tell"] += time.perf_counter() - t
+            if state == TrialState.COMPLETE:
+                self.outcome.complete += 1
+                self.checkpoints.pop(self.meta[trial.number]["root"], None)
+            elif state == TrialState.PRUNED:
+                self.outcome.pruned += 1
+            else:
+                self.outcome.failed += 1
+            del self.trials[trial.number]
+            self.meta.pop(trial.number, None)
+            if after is not None:
+                after()
+
+        self._then.append(tell)
+
+    def _commit(self) -> None:
+        """Land the round's rows with one sink append, then run what waited for them."""
+        rows, then = self._rows, self._then
+        self._rows, self._then = [], []
+        if rows:
+            self._land(rows)
+        for step in then:
+            step()
 
     def _handle(self, pool: ActorPool, c: Completion) -> None:
         trial = self.trials[c.job.trial]
         if not c.ok:
             error = c.error or "unknown error"
-            self._finish(trial, TrialState.FAIL, {"step": c.job.chunk, "error": error}, failure=c.failure)
+            retry = None
             if c.failure == "actor_died":
-                self._enqueue_retry(trial.params, self.meta[trial.number], trial.number, c.failure)
+                meta = self.meta[trial.number]
+
+                def retry() -> None:
+                    self._enqueue_retry(trial.params, meta, trial.number, "actor_died")
+
+            self._finish(
+                trial, TrialState.FAIL, {"step": c.job.chunk, "error": error}, failure=c.failure, after=retry
+            )
             return
         r = c.result or {}
         who = {k: r.get(k) for k in ("actor_id", "node_id", "ts_start", "ts_end")}
@@ -297,13 +353,14 @@ class StudyRunner:
                 self.checkpoints[self.meta[trial.number]["root"]] = (c.job.chunk + 1, r["checkpoint"])
             inter = None if r.get("intermediate") is None else float(r["intermediate"])
             step = {**who, "step": c.job.chunk, "intermediate": inter}
-            self._land([*extra_rows, {**self._base_row(trial, "chunk", "RUNNING"), **step}])
+            self._rows.extend([*extra_rows, {**self._base_row(trial, "chunk", "RUNNING"), **step}])
             if inter is not None and len(self.spec.objectives) == 1:
                 trial.report(inter, c.job.chunk)
                 if trial.should_prune():
                     self._finish(trial, TrialState.PRUNED, step)
                     return
-            self._submit(pool, c.job.slot, trial, c.job.chunk + 1)
+            slot, chunk = c.job.slot, c.job.chunk + 1
+            self._then.append(lambda: self._submit(pool, slot, trial, chunk))
             return
         objectives = r.get("objectives") or {}
         missing = [o for o in self.spec.objectives if o not in objectives]
@@ -339,27 +396,46 @@ class StudyRunner:
         def make_actor(slot: int) -> Any:
             return Evaluator.options(**opts).remote(factory, threads)
 
-        pool = ActorPool(make_actor, actors_that_fit(self.cfg.profile, self.cfg.actors))
+        pool = ActorPool(
+            make_actor, actors_that_fit(self.cfg.profile, self.cfg.actors), depth=self.cfg.inflight_per_actor
+        )
         bar = _progress_bar(total, already, self.progress)
+
+        def progressed() -> None:
+            if bar is not None:
+                bar.n = already + self.outcome.complete + self.outcome.pruned
+                bar.set_postfix(failed=self.outcome.failed, pruned=self.outcome.pruned, refresh=False)
+                bar.refresh()
+            if on_progress is not None:
+                on_progress(self.outcome)
+
+        last_roll = time.monotonic()
         try:
             while True:
+                asked = []
                 for slot in pool.idle_slots():
                     trial = self._next_trial()
                     if trial is None:
                         break
+                    asked.append((slot, trial))
+                self._flush_journal()  # every asked trial is in the journal before an actor sees it
+                for slot, trial in asked:
                     self._submit(pool, slot, trial, self._first_chunk(trial))
                 if not pool.inflight:
                     break
-                for c in pool.wait(timeout=1.0):
+                t = time.perf_counter()
+                completions = pool.wait(timeout=1.0)
+                self.timings["wait"] += time.perf_counter() - t
+                self.timings["rounds"] += 1
+                for c in completions:
                     self._handle(pool, c)
-                    if bar is not None:
-                        bar.n = already + self.outcome.complete + self.outcome.pruned
-                        bar.set_postfix(failed=self.outcome.failed, pruned=self.outcome.pruned, refresh=False)
-                        bar.refresh()
-                    if on_progress is not None:
-                        on_progress(self.outcome)
-                self.sink.maybe_roll.remote()
+                    self._then.append(progressed)  # after this completion's tell
+                self._commit()
+                if time.monotonic() - last_roll >= 0.25:  # the sink's timer, not once per round
+                    self.sink.maybe_roll.remote()
+                    last_roll = time.monotonic()
         finally:
+            self._flush_journal()
             if bar is not None:
                 bar.close()
             pool.shutdown()
@@ -371,6 +447,12 @@ class StudyRunner:
         self.outcome.seconds = time.perf_counter() - self.t0
         self.outcome.best = best_trials(self.study, self.spec)
         return self.outcome
+
+
+    def _flush_journal(self) -> None:
+        t = time.perf_counter()
+        self.journal.flush()
+        self.timings["flush"] += time.perf_counter() - t
 
 
 def _finite(v: Any) -> bool:

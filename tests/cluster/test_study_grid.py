@@ -88,6 +88,7 @@ def test_resume_with_a_grid_list_does_not_duplicate_points(ray_local, tmp_path):
     assert second.enqueue_grid() == len(POINTS) - 2
     second._count_waiting_and_logical()
     assert second._next_trial() is not None  # asked (RUNNING), never told
+    second.journal.flush()  # the loop flushes its asks before an actor sees them (issue 20)
     ray.get(second.sink.close.remote())
     outcome = StudyRunner(_spec(), tmp_path, "grid-run", progress=False).run(resume=True)
     trials, complete = _complete(tmp_path)
