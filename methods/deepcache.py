@@ -13,12 +13,17 @@ official code `horseee/DeepCache`; reused by CacheQuant (arXiv 2503.01323,
   lowering the exponent by 0.02 until exactly ceil(T/N) distinct steps remain). The released function
   raises negative numbers to fractional powers (NaN in NumPy); we re-derive the intended symmetric
   mapping x -> centre + sign(v)|v|^p [inferred, reference/quant.md § 3.2].
-* [inferred] Granularity is a whole diffusers block: `branch = b` caches the input of
-  `up_blocks[n-1-b]`; cached steps run `conv_in`, `down_blocks[0..b]`, `up_blocks[n-1-b..]` and
-  the output head (the DeepCache code additionally splits inside an SD block by `cache_layer_id`).
-  The refresh step is the library's own `unet(...)` with a forward pre-hook that captures the
+* Granularity: `branch = b` caches the input of `up_blocks[n-1-b]` (a whole diffusers block,
+  [inferred]); `cache_point` names any up-path ResBlock input as the official DDPM/SD code does
+  ([code]; `methods/unet_blocks.py` says which tensor is cached and where the shallow path re-enters),
+  or an up-path attention input ([ours]). Cached steps run `conv_in`, the down blocks until the skip
+  tensors still needed exist (since the ResBlock-level change, no longer the last down block's unused
+  downsampler [ours]), the up path from the cache point and the output head.
+  The refresh step is the library's own `unet(...)` with a hook that captures the
   feature, so it equals the plain forward exactly. U-Nets with `skip_conv` up-blocks (NCSN++ style),
-  ControlNet/adapter residuals and `image_hint` conditioning are refused with a `ConfigError`.
+  FreeU, ControlNet/adapter residuals and `image_hint` conditioning are refused with a `ConfigError`.
+* [ours] `cache_point_macs` reports, for every cache point, the MACs of a cached step as a fraction
+  of a full step (counted by `methods.metrics.macs`, FlopCounterMode).
 * [inferred] `sample_loop` is one deterministic sampler loop (any diffusers scheduler with
   `set_timesteps`/`step`) with hooks used by CacheQuant: `on_step` before each U-Net call (the
   timestep-quantizer clock), `transform_cache` (cache error correction) and `record`.
@@ -35,6 +40,16 @@ from torch import nn
 
 from methods.errors import ConfigError, did_you_mean
 from methods.metrics.macs import count_macs
+from methods.unet_blocks import (
+    ADDRESS,
+    DOWN_PARTIAL,
+    cache_points,
+    capture_hook,
+    check_unet,
+    down_partial,
+    resolve,
+    up_from,
+)
 
 SCHEDULES = ("uniform", "nonuniform")
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
@@ -119,6 +134,7 @@ class DeepCacheConfig:
     branch: int = 0
     center: int | None = None
     power: float = 1.4
+    cache_point: str | None = None  # a methods.unet_blocks address ("up.2.res.1"); replaces branch
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -130,6 +146,14 @@ class DeepCacheConfig:
             raise ConfigError(f"branch must be an int >= 0, got {self.branch!r}.")
         if self.power < 1.0:
             raise ConfigError(f"power must be >= 1, got {self.power}.")
+        if self.cache_point is not None:
+            if not isinstance(self.cache_point, str) or not ADDRESS.match(self.cache_point.strip()):
+                raise ConfigError(
+                    f"cache_point must be a block address like 'up.2.res.1', 'up.1.attn.0', 'down.1.res.0', "
+                    f"'down.0.down' or 'branch.1', got {self.cache_point!r}.")
+            if self.branch != 0:
+                raise ConfigError(
+                    f"give either branch ({self.branch}) or cache_point ({self.cache_point!r}), not both.")
         if self.version != 1:
             raise ConfigError(f"DeepCacheConfig version {self.version} is unknown; this code reads 1.")
 
@@ -147,33 +171,46 @@ class DeepCacheConfig:
 
 # --------------------------------------------------------------------------------------- the U-Net
 class DeepCacheUNet:
-    """A diffusers U-Net split at `branch`: `full` (plain forward + captured feature) and `shallow`."""
+    """A diffusers U-Net split at a cache point: `full` (plain forward + captured feature) and `shallow`.
 
-    def __init__(self, unet: nn.Module, branch: int = 0) -> None:
+    `branch = b` is the whole-block point (the input of `up_blocks[n-1-b]`); `cache_point` is any
+    block address of `methods.unet_blocks` (`"up.2.res.1"`, `"down.1.res.0"`, `"up.1.attn.0"`, ...) and
+    takes the place of `branch` (give one of the two).
+    """
+
+    def __init__(self, unet: nn.Module, branch: int = 0, cache_point: str | None = None) -> None:
         cls = type(unet).__name__
         if cls not in UNET_CLASSES:
             raise ConfigError(f"DeepCache supports diffusers {UNET_CLASSES}, got {cls}.")
         n = len(unet.up_blocks)
-        if not 0 <= branch < n:
-            raise ConfigError(f"branch must be in [0, {n}) for this U-Net ({n} up-blocks), got {branch}.")
-        if any(hasattr(b, "skip_conv") for b in (*unet.down_blocks, *unet.up_blocks)):
-            raise ConfigError("U-Nets with skip_conv blocks (NCSN++ style) are not supported here.")
-        self.unet, self.branch, self.conditional = unet, branch, cls == "UNet2DConditionModel"
-        self.up_index = n - 1 - branch
-        self.need = sum(len(b.resnets) for b in unet.up_blocks[self.up_index:])
+        check_unet(unet)
+        if cache_point is not None:
+            if branch != 0:
+                raise ConfigError(
+                    f"give either branch ({branch}) or cache_point ({cache_point!r}), not both.")
+            self.point = resolve(unet, cache_point)
+            self.branch = None
+        else:
+            if not isinstance(branch, int) or not 0 <= branch < n:
+                raise ConfigError(f"branch must be in [0, {n}) for this U-Net ({n} up-blocks), got {branch}.")
+            self.point = resolve(unet, f"branch.{branch}")
+            self.branch = branch
+        self.unet, self.conditional = unet, cls == "UNet2DConditionModel"
+        self.up_index = self.point.up_block
+        self.need = self.point.skips
+
+    @property
+    def cache_point(self) -> str:
+        return self.point.name
 
     @property
     def cache_block(self) -> nn.Module:
         return self.unet.up_blocks[self.up_index]
 
     def full(self, x: torch.Tensor, t: Any, **cond: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """The library forward; returns (output, feature entering the cached up-block)."""
+        """The library forward; returns (output, the feature cached at the cache point)."""
         got: list[torch.Tensor] = []
-
-        def grab(_m, args, kwargs):
-            got.append(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
-
-        h = self.cache_block.register_forward_pre_hook(grab, with_kwargs=True)
+        h = capture_hook(self.unet, self.point, got)
         try:
             out = self.unet(x, t, **cond).sample
         finally:
@@ -181,25 +218,39 @@ class DeepCacheUNet:
         return out, got[0]
 
     def shallow(self, x: torch.Tensor, t: Any, feature: torch.Tensor, **cond: Any) -> torch.Tensor:
-        """Shallow branch only: conv_in, down_blocks[0..b], up_blocks[n-1-b..] on the given feature."""
-        u = self.unet
+        """Shallow path only: conv_in and the down blocks until the skip tensors the up path still
+        consumes exist, then the up path from the cache point on, fed `feature`."""
+        u, p = self.unet, self.point
         sample, emb, ctx, timesteps = (_cond_prefix if self.conditional else _plain_prefix)(u, x, t, cond)
-        sample = u.conv_in(sample)
-        res: tuple[torch.Tensor, ...] = (sample,)
-        for block in u.down_blocks[: self.branch + 1]:
-            sample, r = _down(block, sample, emb, ctx)
+        res: tuple[torch.Tensor, ...] = ()
+        if self.need:
+            sample = u.conv_in(sample)
+            res = (sample,)
+        for block in u.down_blocks:
+            if len(res) >= self.need:
+                break
+            wanted = self.need - len(res)
+            if wanted < len(block.resnets) + (block.downsamplers is not None) \
+                    and type(block).__name__ in DOWN_PARTIAL:
+                sample, r = down_partial(block, sample, emb, ctx, wanted)
+            else:
+                sample, r = _down(block, sample, emb, ctx)
             res += r
-        if len(res) < self.need:
-            raise ConfigError(
-                f"branch {self.branch} yields {len(res)} skip tensors, the up path needs {self.need}.")
         res = res[: self.need]
         sample = feature
         n = len(u.up_blocks)
+        entry_partial = (p.kind, p.index) != ("res", 0)
         for i in range(self.up_index, n):
             block = u.up_blocks[i]
-            r, res = res[-len(block.resnets):], res[: -len(block.resnets)]
+            take = len(block.resnets)
+            if i == self.up_index:
+                take -= p.index + (p.kind == "attn")
+            r, res = res[len(res) - take:], res[: len(res) - take]
             size = res[-1].shape[2:] if (i < n - 1 and ctx.get("forward_upsample_size")) else None
-            sample = _up(block, sample, r, emb, ctx, size)
+            if i == self.up_index and entry_partial:
+                sample = up_from(block, sample, r, emb, ctx, size, p.index, p.kind)
+            else:
+                sample = _up(block, sample, r, emb, ctx, size)
         return _head(u, sample, timesteps, self.conditional)
 
 
@@ -341,10 +392,32 @@ def step_macs(dc: DeepCacheUNet, example: torch.Tensor, t: Any = 10,
     cond = cond or {}
     x = example[:1]
     c1 = {k: (v[:1] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in cond.items()}
-    _, feat = dc.full(x, t, **c1)
+    with torch.no_grad():  # a feature with a grad_fn trips FlopCounterMode's module tracker
+        _, feat = dc.full(x, t, **c1)
     full = count_macs(_Path(dc, False, None, c1), (x, t)).total
     shallow = count_macs(_Path(dc, True, feat, c1), (x, t)).total
     return {"full": full, "shallow": shallow}
+
+
+def cache_point_macs(unet: nn.Module, example: torch.Tensor, t: Any = 10, cond: dict | None = None,
+                     points: list[str] | None = None) -> list[dict[str, Any]]:
+    """For every cache point (deepest first, or the given addresses): per-sample MACs of a full and
+    of a cached step, the cached step's fraction of a full one and the MAC speed-up ceiling
+    (1 / fraction, an interval N -> infinity bound), counted with `methods.metrics.macs.count_macs`."""
+    cond = cond or {}
+    x = example[:1]
+    c1 = {k: (v[:1] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in cond.items()}
+    rows, full = [], None
+    for p in (cache_points(unet) if points is None else [resolve(unet, a) for a in points]):
+        dc = DeepCacheUNet(unet, cache_point=p.name)
+        if full is None:  # the full step does not depend on the cache point
+            full = count_macs(_Path(dc, False, None, c1), (x, t)).total
+        with torch.no_grad():
+            _, feat = dc.full(x, t, **c1)
+        shallow = count_macs(_Path(dc, True, feat, c1), (x, t)).total
+        rows.append({"cache_point": p.name, "mirror": p.mirror, "skips": p.skips, "full_macs": full,
+                     "cached_macs": shallow, "fraction": shallow / full, "ceiling": full / max(shallow, 1)})
+    return rows
 
 
 def step_bops(dc: DeepCacheUNet, example: torch.Tensor, t: Any = 10,
@@ -396,4 +469,5 @@ def deepcache_method(unet: nn.Module, scheduler: Any, steps: int, config: DeepCa
     """`DIFFUSION_METHODS` entry (methods/diffusion.py): the U-Net cached at `config.branch` with
     the config's refresh schedule. DeepCache needs no calibration: `calib_noise` and `cond` are unused."""
     config = config or DeepCacheConfig()
-    return DeepCacheSampler(DeepCacheUNet(unet, config.branch), scheduler, steps, config.refresh_steps(steps))
+    dc = DeepCacheUNet(unet, config.branch, config.cache_point)
+    return DeepCacheSampler(dc, scheduler, steps, config.refresh_steps(steps))
