@@ -13,6 +13,11 @@ Trial params (every one optional): `kind` (sltnet | sltnet-ann | snn-baseline), 
 `v_threshold`, `decay`, `stream_seed`, `shot_noise_hz`, `leak_noise_hz`, `threshold_mismatch`,
 and `base` / `bins` with `train_steps` > 0 to train a fresh network of another width or voxel
 bin count inside the trial (minutes; the zoo weights fix base 16 and 5 bins) [ours].
+
+Bad input (a `ConfigError` each): a checkpoint whose classifier predicts another class count than
+the simulator's 6 (e.g. an 11- or 19-class DSEC checkpoint) fails at actor start; an empty window,
+events outside the sensor, time running backwards or a label map of the wrong size in the stream
+fail the trial with the window's index and the stream seed in the message.
 """
 from __future__ import annotations
 
@@ -89,7 +94,20 @@ class EventSegmentationTask:
 
         name = {v: k for k, v in self.zoo.MODELS.items()}[kind]
         if name not in self.states:
-            self.states[name] = load_state_dict_file(weights_path(name))
+            path = weights_path(name)
+            state = load_state_dict_file(path)
+            if "classifier.weight" not in state:
+                raise CheckpointError(f"{path} has no classifier.weight: not an SLTNet-family checkpoint. "
+                                      f"Restore it from git or retrain it (`evfarm zoo train {name}`).")
+            classes = int(state["classifier.weight"].shape[0])
+            if classes != N_CLASSES:
+                from sims.data.events import CLASS_NAMES
+
+                raise ConfigError(f"Checkpoint {path.name} predicts {classes} classes, but this task scores "
+                                  f"the simulator's {N_CLASSES} ({', '.join(CLASS_NAMES)}). Expected a "
+                                  f"{N_CLASSES}-class checkpoint: retrain it (`evfarm zoo train {name}`); "
+                                  "an 11- or 19-class DSEC checkpoint needs DSEC windows (sims.data.dsec).")
+            self.states[name] = state
         return self.states[name]
 
     def model(self, params: dict[str, Any], seed: int) -> torch.nn.Module:
@@ -130,10 +148,12 @@ class EventSegmentationTask:
 
         sim = dataclasses.replace(self.zoo.SENSOR, **{k: params[k] for k in SIM_PARAMS if k in params})
         bins = int(params.get("bins", self.zoo.BINS))
-        stream = windows(sim, int(params.get("stream_seed", self.cfg.stream_seed)), mode=self.cfg.window_mode,
+        seed_of_stream = int(params.get("stream_seed", self.cfg.stream_seed))
+        stream = windows(sim, seed_of_stream, mode=self.cfg.window_mode,
                          duration_us=self.cfg.window_us, n_events=self.cfg.window_events,
                          n_windows=self.cfg.windows_per_trial)
-        run = {"stream": stream, "sim": sim, "bins": bins, "position": 0, "energy_uj": 0.0,
+        run = {"stream": stream, "sim": sim, "bins": bins, "seed": seed_of_stream, "position": 0,
+               "energy_uj": 0.0,
                "confusion": np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64),
                "model": self.model(params, seed)}
         if chunk > 0:
@@ -148,6 +168,7 @@ class EventSegmentationTask:
     def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int,
                  checkpoint: dict | None = None) -> dict[str, Any]:
         from sims.data.event_repr import voxel_grid
+        from sims.data.events import EventDataError, check_labels
 
         if trial not in self.runs or chunk == 0 or checkpoint is not None:
             self.runs = {trial: self._start(params, seed, chunk, checkpoint)}
@@ -156,8 +177,13 @@ class EventSegmentationTask:
         last = chunk == n_chunks - 1
         grids, labels, counts = [], [], []
         for window in run["stream"]:
-            grids.append(voxel_grid(window.x, window.y, window.t, window.p, sim.height, sim.width,
-                                    bins=run["bins"]))
+            try:
+                grids.append(voxel_grid(window.x, window.y, window.t, window.p, sim.height, sim.width,
+                                        bins=run["bins"]))
+                check_labels(window.labels, sim.height, sim.width, N_CLASSES)
+            except EventDataError as exc:
+                raise EventDataError(f"Window {run['position'] + len(labels)} of stream seed {run['seed']} "
+                                     f"(trial {trial}): {exc}") from None
             labels.append(window.labels)
             counts.append(len(window))
             if not last and len(grids) == self.cfg.windows_per_chunk:

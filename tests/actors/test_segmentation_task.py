@@ -1,6 +1,7 @@
 """The event_segmentation task (actors/segmentation_task.py) on the committed zoo weights."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from actors.segmentation_task import EventSegmentationTask, SegmentationTaskConfig
@@ -66,3 +67,54 @@ def test_bad_params_and_states_are_refused():
         SegmentationTaskConfig(window_mode="forever")
     assert "event_segmentation" in TASKS
     assert task_factory("event_segmentation", {"windows_per_trial": 2})().cfg.windows_per_trial == 2
+
+
+def test_a_checkpoint_of_another_class_count_is_refused_at_start(monkeypatch):
+    import sims.zoo.registry as registry
+
+    load = registry.load_state_dict_file
+
+    def eleven_classes(path):  # a DSEC-like head: 11 output channels
+        state = dict(load(path))
+        w = state["classifier.weight"]
+        state["classifier.weight"] = w.new_zeros((11, *w.shape[1:]))
+        return state
+
+    monkeypatch.setattr(registry, "load_state_dict_file", eleven_classes)
+    with pytest.raises(ConfigError, match="predicts 11 classes, but this task scores the simulator's 6"):
+        EventSegmentationTask(CFG)
+
+
+def _window(i, x, y, t, labels):
+    from sims.data.events import EventWindow
+
+    return EventWindow(np.asarray(x, np.int16), np.asarray(y, np.int16), np.asarray(t, np.int64),
+                       np.ones(len(t), np.int8), labels, 0, 1, i)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (([], [], []), "Window 1 of stream seed 1000 .*empty"),
+        (([48], [0], [5]), "Window 1 of stream seed 1000 .*outside the 32x48 sensor"),
+        (([0, 1], [0, 0], [5, 3]), "Window 1 of stream seed 1000 .*non-decreasing"),
+        (None, "Window 1 of stream seed 1000 .*Label map must be 32x48"),
+    ],
+    ids=["empty", "outside", "time-backwards", "label-size"],
+)
+def test_bad_stream_windows_name_the_window_and_seed(monkeypatch, bad, match):
+    import sims.data.events as events
+
+    good = np.zeros((32, 48), np.int64)
+
+    def stream(*args, **kwargs):
+        yield _window(0, [1, 2], [1, 2], [0, 1], good)
+        if bad is None:
+            yield _window(1, [1, 2], [1, 2], [0, 1], np.zeros((10, 10), np.int64))
+        else:
+            yield _window(1, *bad, good)
+
+    task = EventSegmentationTask(CFG)
+    monkeypatch.setattr(events, "windows", stream)
+    with pytest.raises(ConfigError, match=match):
+        task.evaluate({"kind": "sltnet"}, seed=0, trial=0, chunk=0, n_chunks=CFG.n_chunks)
