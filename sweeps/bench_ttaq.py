@@ -4,6 +4,7 @@ and the stream rows/s the farm sustains with 1 and 2 stream actors.
     python sweeps/bench_ttaq.py                         # 3 seeds, w2a4 + w4a4, balanced + imbalanced
     python sweeps/bench_ttaq.py --seeds 1 --iters 30 --skip-farm
     python sweeps/bench_ttaq.py --seeds 2 --iters 2 --skip-farm --set 'bits=["w4a4"]' --set calib=64
+    python sweeps/bench_ttaq.py --set source=textures --set 'kappa_signs=[1,-1]' --skip-farm
 
 Accuracy part (pure Python, no Ray): per seed, 256 clean training digits calibrate (a per-seed draw),
 the zoo's `cnn-bn-digits` is quantized with QDrop (`ttaq` PTQ with PEM/PCR off) and with TTAQ
@@ -23,7 +24,11 @@ without Ray start and actor start-up. `time_box` (default 480 s) stops adding se
 projected time would exceed it and says so.
 
 Common flags as for every sweep (`--config`, `--set`, `--out`, `--run-id`, `--dry-run`;
-cluster/bench_cli.py); the knobs are the fields of `TTAQBenchConfig` (`--seeds`, `--iters` and
+cluster/bench_cli.py); `source="textures"` runs the same protocol with `cnn-bn-textures` on
+textures-C (FP ~0.75 clean: the digits bed is 99.6 % clean, too easy to separate methods — issue 13),
+calibrating on clean textures-10 patches; `kappa_signs=[1,-1]` adds a row with ABL's difficulty term
+negated (`PTQ+TTAQ(PEM+PCR+ABL-)+Tent`, claim `abl_neg_minus_ttaq_...`), the measurement of the
+sign methods/ttaq.py could only infer. The knobs are the fields of `TTAQBenchConfig` (`--seeds`, `--iters` and
 `--skip-farm` are shorthands). Writes bench.json, run.json, errors.csv/.md, farm.csv/.md,
 claims.csv/.md, error_by_method.png and the farm part's study directories (bench_ttaq_farm/) into
 results/bench_ttaq/<run_id>/; the last line is `summary: key=value ...`. Its paired effects
@@ -55,11 +60,23 @@ from methods.errors import ConfigError
 from methods.metrics.stats import paired_difference, spread_floor
 from methods.quant.bits import canonical_bits_list, parse_bits
 from methods.tta.stream import StreamAdapter
-from methods.ttaq import TTAQ_BITS, TTAQConfig, run_ttaq_ptq
+from methods.ttaq import TTAQ_BITS, ABLConfig, TTAQConfig, run_ttaq_ptq
 from sims.data.digits import load_digits_split
 from sims.data.digits_c import CorruptionStream, CorruptionStreamConfig
 
 ORDERS = {"balanced": None, "imbalanced": 0.1}
+
+
+def _textures_train() -> torch.Tensor:
+    from sims.data.textures import load_textures_split
+
+    return load_textures_split("train", 16)[0]
+
+
+SOURCES = {  # source -> (zoo model, its clean training images for calibration)
+    "digits": ("cnn-bn-digits", lambda: load_digits_split("train", 16)[0]),
+    "textures": ("cnn-bn-textures", _textures_train),
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,8 @@ class TTAQBenchConfig:
     severity: int = 3
     time_box: float = 480.0  # seconds for the whole bench
     farm: bool = True  # the farm part (1 and 2 stream actors on the embedded local Ray)
+    source: str = "digits"  # digits: cnn-bn-digits on digits-C; textures: cnn-bn-textures on textures-C
+    kappa_signs: tuple[float, ...] = (1.0,)  # ABL difficulty-term signs to run (+1 = the default row)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -78,20 +97,28 @@ class TTAQBenchConfig:
             raise ConfigError(f"TTAQBenchConfig version must be 1; received {self.version}.")
         # canonical spelling ('w2a4') in rows and summary keys, whatever was typed
         object.__setattr__(self, "bits", canonical_bits_list(self.bits, **{**TTAQ_BITS, "fp": False}))
+        if self.source not in SOURCES:
+            raise ConfigError(f"source must be one of {list(SOURCES)}, got {self.source!r}.")
+        signs = tuple(self.kappa_signs)
+        if not signs or any(isinstance(k, bool) or k not in (1, -1) for k in signs):
+            raise ConfigError(f"kappa_signs must be a non-empty list of +1 / -1, got {list(signs)}.")
+        object.__setattr__(self, "kappa_signs", tuple(float(k) for k in signs))
         if self.seeds < 1 or self.iters < 1 or self.calib < 1 or self.time_box <= 0:
             raise ConfigError(f"need seeds, iters, calib >= 1 and time_box > 0; received seeds={self.seeds}, "
                               f"iters={self.iters}, calib={self.calib}, time_box={self.time_box}.")
 
 
-def stream_batches(seed: int, severity: int, alpha: float | None) -> list[tuple]:
+def stream_batches(seed: int, severity: int, alpha: float | None, source: str = "digits") -> list[tuple]:
     """The whole stream as (domain, x, y) batches, computed once and shared by every method."""
     cfg = CorruptionStreamConfig(corruptions=DIGITS_C, severity=severity, batch_size=32, image_size=16,
-                                 seed=seed, label_shift=alpha, batches_per_domain=14)
+                                 seed=seed, label_shift=alpha, batches_per_domain=14, source=source)
     return [(b.domain, b.x, b.y) for b in CorruptionStream(cfg)]
 
 
-def mean_error(model: torch.nn.Module, batches, tta: str, abl: bool, seed: int) -> float:
-    adapter = StreamAdapter(copy.deepcopy(model), tta, 10, abl, seed)
+def mean_error(model: torch.nn.Module, batches, tta: str, abl: bool, seed: int,
+               kappa_sign: float = 1.0) -> float:
+    abl_config = ABLConfig(kappa_sign=kappa_sign) if abl else None
+    adapter = StreamAdapter(copy.deepcopy(model), tta, 10, abl, seed, abl_config=abl_config)
     for domain, x, y in batches:
         adapter.step(x, y, domain)
     return adapter.mean_error()
@@ -100,18 +127,19 @@ def mean_error(model: torch.nn.Module, batches, tta: str, abl: bool, seed: int) 
 def accuracy_part(
     args: TTAQBenchConfig, fp: torch.nn.Module, deadline: float
 ) -> tuple[list[dict[str, Any]], int]:
-    x_train = load_digits_split("train", 16)[0]
+    x_train = SOURCES[args.source][1]()
     results: dict[tuple[str, str, str], list[float]] = {}
     seeds_done = 0
     for seed in range(args.seeds):
         t0 = time.perf_counter()
-        streams = {o: stream_batches(seed, args.severity, a) for o, a in ORDERS.items()}
+        streams = {o: stream_batches(seed, args.severity, a, args.source) for o, a in ORDERS.items()}
         gen = torch.Generator().manual_seed(1000 + seed)
         calib = x_train[torch.randperm(len(x_train), generator=gen)[: args.calib]]
 
-        def record(method: str, bits: str, model, tta: str, abl: bool = False, streams=streams, seed=seed):
+        def record(method: str, bits: str, model, tta: str, abl: bool = False, kappa_sign: float = 1.0,
+                   streams=streams, seed=seed):
             for order, batches in streams.items():
-                err = mean_error(model, batches, tta, abl, seed)
+                err = mean_error(model, batches, tta, abl, seed, kappa_sign)
                 results.setdefault((method, bits, order), []).append(err)
 
         record("FP", "fp", fp, "none")
@@ -124,7 +152,8 @@ def accuracy_part(
             record("PTQ", bits, qdrop, "none")
             record("PTQ+Tent", bits, qdrop, "tent")
             record("PTQ+TTAQ(PEM+PCR)+Tent", bits, ttaq, "tent")
-            record("PTQ+TTAQ(PEM+PCR+ABL)+Tent", bits, ttaq, "tent", abl=True)
+            for sign in args.kappa_signs:
+                record(ABL_ROWS[sign], bits, ttaq, "tent", abl=True, kappa_sign=sign)
         seeds_done += 1
         took = time.perf_counter() - t0
         print(f"seed {seed}: {took:.0f} s", flush=True)
@@ -217,7 +246,10 @@ def delta(rows, bits: str, order: str, a: str, b: str) -> str:
 CLAIMS = (  # summary key prefix, method a, method b, what is compared (a − b)
     ("ttaq_minus_ptq", "PTQ+TTAQ(PEM+PCR)+Tent", "PTQ+Tent", "TTAQ+Tent vs PTQ+Tent"),
     ("abl_minus_ttaq", "PTQ+TTAQ(PEM+PCR+ABL)+Tent", "PTQ+TTAQ(PEM+PCR)+Tent", "TTAQ+ABL vs TTAQ"),
+    ("abl_neg_minus_ttaq", "PTQ+TTAQ(PEM+PCR+ABL-)+Tent", "PTQ+TTAQ(PEM+PCR)+Tent",
+     "TTAQ+ABL(kappa sign -1) vs TTAQ"),
 )
+ABL_ROWS = {1.0: "PTQ+TTAQ(PEM+PCR+ABL)+Tent", -1.0: "PTQ+TTAQ(PEM+PCR+ABL-)+Tent"}
 
 
 def body(run: BenchRun) -> dict[str, Any]:
@@ -225,10 +257,10 @@ def body(run: BenchRun) -> dict[str, Any]:
     torch.set_num_threads(1)
     start = time.perf_counter()
     farm_reserve = 120.0 if cfg.farm else 0.0
-    import sims.zoo.cnn_bn_digits  # noqa: F401
+    import sims.zoo  # noqa: F401  (registers the zoo)
     from sims.zoo.registry import load_zoo_model
 
-    fp = load_zoo_model("cnn-bn-digits")
+    fp = load_zoo_model(SOURCES[cfg.source][0])
     rows, seeds_done = accuracy_part(cfg, fp, start + cfg.time_box - farm_reserve)
     run.table("errors", table_rows(rows), f"mean error over domains (%), mean ± std, {seeds_done} seed(s)")
     plot(rows, run.path("error_by_method.png"))
@@ -237,12 +269,16 @@ def body(run: BenchRun) -> dict[str, Any]:
         run.table("farm", farm, "farm: sustained stream rows/s with 1 and 2 stream actors")
     result = {"rows": rows, "farm": farm, "seeds_done": seeds_done}
     run.path("bench.json").write_text(json.dumps(result, indent=2))
-    summary: dict[str, Any] = {"seeds": seeds_done, "severity": cfg.severity, "iters": cfg.iters}
+    summary: dict[str, Any] = {"source": cfg.source, "seeds": seeds_done, "severity": cfg.severity,
+                               "iters": cfg.iters}
+    present = {r["method"] for r in rows}
     if seeds_done < 2:
         print("one seed: no intervals, no claims (run --seeds 2 or more)")
     for bits in cfg.bits:
         for order in ORDERS:
             for prefix, a, b, what in CLAIMS:
+                if a not in present or b not in present:
+                    continue
                 key = f"{prefix}_{bits}_{order}_pts"
                 summary[key] = delta(rows, bits, order, a, b)  # 'mean±std', as this key always read
                 if seeds_done >= 2:
