@@ -111,6 +111,7 @@ class Mirror:
     point: np.ndarray
     normal0: np.ndarray
     gain: float
+    offset: float = 0.0     # mirror surface ↔ rotation axis (mm, along the normal); the model keeps 0
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def rodrigues(axis: np.ndarray, v: np.ndarray, theta: np.ndarray) -> np.ndarray:
 def mirror_planes(m: Mirror, volts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unit normals (N, 3) and offsets h (N,) of the mirror plane at each drive voltage."""
     n = rodrigues(m.axis, m.normal0, m.gain * np.asarray(volts, dtype=float))
-    return n, n @ m.point
+    return n, n @ m.point + m.offset
 
 
 def reflect_points(x: np.ndarray, n: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -298,15 +299,26 @@ def calibrate_camera(design: ScannerDesign, x0: np.ndarray, X: np.ndarray, u: np
     return _fit(resid, np.asarray(x0, dtype=float), design.index("camera"), max_nfev, prior)
 
 
+def _board_points(p: Decoded, u: np.ndarray, v_cam: np.ndarray, boards: np.ndarray) -> np.ndarray:
+    o, d = camera_rays(p, u, v_cam)
+    return intersect_plane(o, d, boards[:, :3], boards[:, 3])
+
+
+def laser_residuals(p: Decoded, u: np.ndarray, v_cam: np.ndarray, v_laser: np.ndarray,
+                    boards: np.ndarray) -> np.ndarray:
+    """Distance (mm) of stripe points, back-projected onto their board, to the laser plane."""
+    pts = _board_points(p, u, v_cam, boards)
+    n, c = laser_planes(p, v_laser)
+    return (n * pts).sum(axis=1) - c
+
+
 def calibrate_laser(design: ScannerDesign, x0: np.ndarray, u: np.ndarray, v_cam: np.ndarray,
                     v_laser: np.ndarray, boards: np.ndarray, max_nfev: int = 200,
                     prior: tuple | None = None) -> FitResult:
     """Tier 2: stripe pixels on boards of known planes `boards` (N, 4: n, c). The stripe points
     are back-projected with the tier-1 camera (fixed) onto their board; the laser parameters
     minimise those points' distance (mm) to the laser plane."""
-    p0 = decode(design, x0)
-    o, d = camera_rays(p0, u, v_cam)
-    pts = intersect_plane(o, d, boards[:, :3], boards[:, 3])
+    pts = _board_points(decode(design, x0), u, v_cam, boards)
 
     def resid(x):
         n, c = laser_planes(decode(design, x), v_laser)
@@ -314,10 +326,42 @@ def calibrate_laser(design: ScannerDesign, x0: np.ndarray, u: np.ndarray, v_cam:
     return _fit(resid, np.asarray(x0, dtype=float), design.index("laser"), max_nfev, prior)
 
 
+@dataclass(frozen=True)
+class TierData:
+    """The camera- and laser-tier data, for a joint tier that keeps them in its objective.
+
+    Residuals are whitened by their expected noise: corners by `corner_sigma_px`, 3D points by
+    `ref_sigma_mm` (the joint points' error: stripe noise seen in 3D plus survey noise)."""
+
+    cam_X: np.ndarray
+    cam_u: np.ndarray
+    cam_v: np.ndarray
+    las_u: np.ndarray
+    las_v_cam: np.ndarray
+    las_v_laser: np.ndarray
+    boards: np.ndarray
+    corner_sigma_px: float
+    point_sigma_mm: float
+
+
 def calibrate_joint(design: ScannerDesign, x0: np.ndarray, u: np.ndarray, v_cam: np.ndarray,
                     v_laser: np.ndarray, X: np.ndarray, max_nfev: int = 300,
-                    prior: tuple | None = None) -> FitResult:
-    """Tier 3: all parameters, minimising the 3D error of reconstructed known points (mm)."""
-    def resid(x):
-        return (triangulate(decode(design, x), u, v_cam, v_laser) - X).ravel()
+                    prior: tuple | None = None, stack: TierData | None = None) -> FitResult:
+    """Tier 3: all parameters, minimising the 3D error of reconstructed known points (mm).
+
+    With `stack` the camera-tier reprojection and laser-tier plane residuals stay in the
+    objective (a bundle adjustment over all three data sets, each whitened by its noise) [ours];
+    without it the joint tier sees only its own points, as the paper's Algorithm 1 is described."""
+    if stack is None:
+        def resid(x):
+            return (triangulate(decode(design, x), u, v_cam, v_laser) - X).ravel()
+    else:
+        s = stack
+
+        def resid(x):
+            p = decode(design, x)
+            return np.concatenate([
+                (triangulate(p, u, v_cam, v_laser) - X).ravel() / s.point_sigma_mm,
+                (project(p, s.cam_X, s.cam_v) - s.cam_u).ravel() / s.corner_sigma_px,
+                laser_residuals(p, s.las_u, s.las_v_cam, s.las_v_laser, s.boards) / s.point_sigma_mm])
     return _fit(resid, np.asarray(x0, dtype=float), design.index("all"), max_nfev, prior)
