@@ -14,10 +14,20 @@ read the same.
 An unreadable part (truncated, garbage) is a `ResultsError` naming the file and what to do; with
 `skip_bad_parts=True` the readers read the rest and report what they skipped. `check_parts` is
 the cheap early check (every part's footer) for a resume to call before it touches anything.
+
+Compaction (issue 20, `actors/sink.py`) [ours]: the sink merges small parts into one that replaces
+the first of them and names the rest in its metadata (`evfarm.covers`) before they are unlinked.
+`read_parts` therefore opens every listed part first (an open file stays readable after it is
+replaced or unlinked), re-lists when one vanished between listing and opening, and drops parts
+that an opened merged part covers: a read during a compaction sees every row exactly once.
+`part_paths` leaves covered parts out as well (DuckDB reads the files it is given). The live
+segment is read *before* the parts, and dropped when a part already holds its segment (a roll
+between the two reads would otherwise count its rows twice).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,9 +45,50 @@ class BadPart(NamedTuple):
     reason: str
 
 
+# -- what a part holds (the same reading as actors/sink.py's, which imports ray: readers must not)
+COVERS_KEY = b"evfarm.covers"
+SOURCES_KEY = b"evfarm.sources"
+
+
+def covered_names(schema: pa.Schema) -> list[str]:
+    """The part names a merged part covers (its own name included), from its metadata."""
+    raw = (schema.metadata or {}).get(COVERS_KEY)
+    try:
+        names = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def segment_sources(schema: pa.Schema) -> set[tuple[str, str]]:
+    """(writer token, segment) pairs whose rows a part holds: its own, or a merged part's list."""
+    meta = schema.metadata or {}
+    out = set()
+    if meta.get(b"evfarm.writer") is not None:
+        out.add((meta[b"evfarm.writer"].decode(), meta.get(b"evfarm.segment", b"").decode()))
+    try:
+        for w, seg in json.loads(meta.get(SOURCES_KEY) or b"[]"):
+            out.add((str(w), str(seg)))
+    except (ValueError, TypeError):
+        pass
+    return out
+
+
 # -- readers ----------------------------------------------------------------------------------
-def part_paths(run_dir: str | Path) -> list[Path]:
+def _listed_parts(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in Path(run_dir).iterdir() if PART_RE.match(p.name))
+
+
+def part_paths(run_dir: str | Path) -> list[Path]:
+    """The run's parts, without those a merged part covers (a compaction in progress or cut off)."""
+    parts = _listed_parts(run_dir)
+    covered: set[str] = set()
+    for p in parts:
+        try:
+            covered |= set(covered_names(pq.read_schema(p))) - {p.name}
+        except (OSError, pa.ArrowException):
+            continue  # unreadable or gone: the readers report it
+    return [p for p in parts if p.name not in covered]
 
 
 def bad_parts_error(bad: list[BadPart]) -> ResultsError:
@@ -81,18 +132,63 @@ def check_parts(run_dir: str | Path) -> list[Path]:
     return part_paths(run_dir)
 
 
-def read_parts(
-    run_dir: str | Path, skip_bad_parts: bool = False, skipped: list[BadPart] | None = None
-) -> list[pa.Table]:
-    """Every readable part as a table; an unreadable one raises, or is skipped and listed."""
-    tables, bad = [], []
-    for part in part_paths(run_dir):
-        try:
-            tables.append(pq.read_table(part))
-        except FileNotFoundError:
+def _open_parts(
+    run_dir: str | Path, tries: int = 50
+) -> tuple[list[tuple[Path, pq.ParquetFile]], list[BadPart]]:
+    """A consistent set of the run's parts, opened: each row in exactly one of them."""
+    for _ in range(tries):
+        opened: list[tuple[Path, pq.ParquetFile]] = []
+        bad: list[BadPart] = []
+        vanished = False
+        for part in _listed_parts(run_dir):
+            try:
+                opened.append((part, pq.ParquetFile(open(part, "rb"))))  # noqa: SIM115 (closed below)
+            except FileNotFoundError:
+                vanished = True  # replaced/unlinked by a compaction since listing: list again
+                break
+            except (OSError, pa.ArrowException) as exc:
+                bad.append(BadPart(part, _reason(exc)))
+        if vanished:
+            for _, f in opened:
+                f.close()
             continue
-        except (OSError, pa.ArrowException) as exc:
-            bad.append(BadPart(part, _reason(exc)))
+        covered: set[str] = set()
+        for part, f in opened:
+            covered |= set(covered_names(f.schema_arrow)) - {part.name}
+        keep = [(p, f) for p, f in opened if p.name not in covered]
+        for p, f in opened:
+            if p.name in covered:
+                f.close()
+        return keep, [b for b in bad if b.path.name not in covered]
+    raise ResultsError(
+        f"The parts of {run_dir} kept changing while they were read ({tries} tries); is a sink "
+        f"compacting in a loop? Read again when the run is idle."
+    )
+
+
+def read_parts(
+    run_dir: str | Path,
+    skip_bad_parts: bool = False,
+    skipped: list[BadPart] | None = None,
+    sources: set[tuple[str, str]] | None = None,
+) -> list[pa.Table]:
+    """Every readable part as a table; an unreadable one raises, or is skipped and listed.
+
+    `sources`, when a set, receives the (writer, segment) pairs the parts hold.
+    """
+    opened, bad = _open_parts(run_dir)
+    tables = []
+    try:
+        for part, f in opened:
+            try:
+                tables.append(f.read())
+                if sources is not None:
+                    sources |= segment_sources(f.schema_arrow)
+            except (OSError, pa.ArrowException) as exc:
+                bad.append(BadPart(part, _reason(exc)))
+    finally:
+        for _, f in opened:
+            f.close()
     if bad and not skip_bad_parts:
         raise bad_parts_error(bad)
     if skipped is not None:
@@ -100,14 +196,26 @@ def read_parts(
     return tables
 
 
-def read_live(run_dir: str | Path) -> pa.Table | None:
-    """Rows of the open live segment(s), read tolerantly; None when there is none."""
+def read_live(run_dir: str | Path, published: set[tuple[str, str]] | None = None) -> pa.Table | None:
+    """Rows of the open live segment(s), read tolerantly; None when there is none.
+
+    `published`: (writer, segment) pairs already read from parts; such a segment is left out.
+    """
     tables = []
+    for live, _ in _read_live_segments(run_dir):
+        tables.append(live)
+    if published:
+        tables = [t for t in tables if not (segment_sources(t.schema) & published)]
+    return _concat(tables) if tables else None
+
+
+def _read_live_segments(run_dir: str | Path) -> list[tuple[pa.Table, Path]]:
+    out = []
     for live in sorted(p for p in Path(run_dir).iterdir() if LIVE_RE.match(p.name)):
         schema, batches = read_stream_tolerant(live)
         if batches:
-            tables.append(pa.Table.from_batches(batches, schema=schema))
-    return _concat(tables) if tables else None
+            out.append((pa.Table.from_batches(batches, schema=schema), live))
+    return out
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -127,11 +235,10 @@ def read_table(
     An unreadable part raises `ResultsError`; with `skip_bad_parts` it is left out and, when
     `skipped` is a list, appended to it.
     """
-    tables = read_parts(run_dir, skip_bad_parts, skipped)
-    if include_live:
-        live = read_live(run_dir)
-        if live is not None:
-            tables.append(live)
+    live = [t for t, _ in _read_live_segments(run_dir)] if include_live else []  # before the parts
+    sources: set[tuple[str, str]] = set()
+    tables = read_parts(run_dir, skip_bad_parts, skipped, sources)
+    tables += [t for t in live if not (segment_sources(t.schema) & sources)]
     if not tables:
         return pa.Table.from_batches([], schema=pa.schema(BASE_FIELDS))
     return _concat(tables)
