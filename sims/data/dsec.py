@@ -47,7 +47,7 @@ reads only after `import hdf5plugin`. Opening such a dataset without the plugin 
 Bad input (each an `EventDataError`, a `ConfigError`): an unknown class count, missing files, an
 empty window, events outside the sensor, timestamps running backwards (events, `ms_to_idx` or the
 label timestamps), a label map of the wrong size or with unknown class ids, label and timestamp
-counts that disagree.
+counts that disagree, a `skip_labels` that leaves no label.
 """
 from __future__ import annotations
 
@@ -156,6 +156,9 @@ def dsec_windows(sequence: str | Path, *, n_classes: int = 11, mode: str = "coun
         i = int(np.nonzero(np.diff(stamps) < 0)[0][0])
         raise EventDataError(f"Label timestamps must be non-decreasing; line {i + 2} of {stamps_file} has "
                              f"{stamps[i + 1]} after {stamps[i]}.")
+    if not len(range(skip_labels, stamps.size, label_stride)):
+        raise EventDataError(f"{seq} has {stamps.size} labels; skip_labels={skip_labels} leaves none "
+                             "to window. Lower skip_labels (the official code skips 6), or check the labels.")
     events_file = _need(seq / "events" / "left" / "events.h5", "events file")
     rect_file = seq / "events" / "left" / "rectify_map.h5"
     if rectify and not rect_file.is_file():

@@ -148,6 +148,8 @@ def test_bad_dsec_arguments_and_folders(tmp_path, monkeypatch):
     seq = _write(tmp_path / "s", [2000], [_labels()], compression="gzip")
     with pytest.raises(ConfigError, match="11 or 19 classes; received n_classes=7"):
         _first(seq, n_classes=7)
+    with pytest.raises(ConfigError, match="has 1 labels; skip_labels=6 leaves none"):
+        next(dsec_windows(seq))
     with pytest.raises(ConfigError, match="rectify map"):
         _first(seq, rectify=True)
     assert _first(seq).x.tolist() == [1, 2, 3]  # gzip: h5py decodes it without plugins
