@@ -66,6 +66,9 @@ TPQ and BKD (`prepare_dilatequant`):
   calibration set is `calib_size` (x_t, t) pairs spread evenly over the steps of `trajectories` FP
   DDIM trajectories (paper: 5 120 samples). Sizes default to tiny-scale values; the paper's are
   reachable through the config.
+* [ours] `prepare_ptq`: the training-free PTQ row of the side-by-side table (Q-Diffusion style: one
+  activation range per layer over all steps, split shortcuts) calibrated on the *same* `CalibSet`
+  as the distillation methods, so that a comparison differs only by the method.
 """
 from __future__ import annotations
 
@@ -80,6 +83,7 @@ from torch import nn
 
 from methods.config_dict import ConfigDict
 from methods.errors import ConfigError
+from methods.qdiffusion import apply_split, find_concat_splits
 from methods.quant import QuantConfig, check_ready_for_eval, finalize_for_eval, quantize_
 from methods.quant.bits import FAKE_QUANT, canonical_bits, parse_bits
 from methods.quant.modules import _QuantWeightLayer
@@ -410,3 +414,31 @@ def dilatequant_method(unet, scheduler, steps, config=None, calib_noise=None, co
     check_unet(unet)  # before the calibration trajectories are run
     calib = calibration_data(unet, scheduler, steps, config, calib_noise)
     return prepare_dilatequant(unet, scheduler, steps, config, calib)
+
+
+def prepare_ptq(unet: nn.Module, scheduler: Any, steps: int, bits: str, calib: CalibSet, *,
+                split: bool = True, tpq: bool = False, a_observer: str = "percentile") -> TemporalSampler:
+    """The training-free PTQ baseline of the side-by-side table, on the *same* calibration set the
+    distillation methods get: Q-Diffusion-style (arXiv 2302.04304) one activation range per layer
+    over the union of the timesteps (`tpq=True`: one per step) and split shortcut quantization,
+    weights per-channel MSE grid, first/last layer at 8 bits [ours: `methods.qdiffusion` draws its
+    own `cali_st` x `cali_n` trajectories; here it reads the shared `CalibSet` so that every method
+    of a comparison sees the same data]."""
+    t0 = time.perf_counter()
+    bits = canonical_bits(bits, **UNET_QAT_BITS, who="Q-Diffusion PTQ")
+    w, a = parse_bits(bits).wa
+    qc = QuantConfig(w_bits=w, a_bits=a, a_observer=a_observer, quant_matmul=False)
+    index = StepIndex()
+    q = temporal_qmodel(unet, qc, steps, index, tpq)
+    n_split = 0
+    if split:
+        splits = find_concat_splits(unet, calib.x[:1], calib.t[:1])
+        n_split = apply_split(q, splits, lambda layer: TemporalActQuant(
+            layer.a_bits, steps, index, tpq, observer=a_observer))
+    calibrate_temporal(q, calib, index)
+    stop_learning(q)
+    finalize_for_eval(q)
+    check_ready_for_eval(q)
+    report = {"units": [], "split_layers": n_split, "optimizer_steps": 0,
+              "quantize_seconds": time.perf_counter() - t0}
+    return TemporalSampler(q, scheduler, steps, index, report=report)

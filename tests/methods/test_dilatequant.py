@@ -240,7 +240,7 @@ def test_bkd_lowers_the_block_error_against_the_fp_chain():
         return float((a.h - b.h).pow(2).mean())
 
     before = error()
-    rows = distill(q, unet, calib, [names], bkd_param_groups(1e-3, 1e-3, True), iters=40, batch_size=8,
+    rows = distill(q, unet, calib, [names], bkd_param_groups(1e-3, 1e-3, True), iters=120, batch_size=8,
                    index=index)
     assert rows[0]["trained"] > 0
     assert error() < 0.8 * before
