@@ -12,6 +12,7 @@ from methods.ksort import (
     KSortRanker,
     kwise_update,
     pairwise_update,
+    prior_shrink,
     propose_ucb,
     search_space,
     v_func,
@@ -243,3 +244,82 @@ def test_added_model_starts_near_the_bottom():
     assert r.comparisons()["new"] == 0
     assert r.scores()["new"] == pytest.approx(25.0 - 3 * 25 / 3)
     assert r.propose_match(2, np.random.default_rng(0))[0] == "new"  # the pivot
+
+
+# --- the three readings of the K-wise variance update (issue 18) ------------------------------
+def test_kwise_reading_config():
+    assert KSortConfig().reading == "simultaneous"
+    assert KSortConfig(gamma=True).reading == "damped"  # the older spelling still means damped
+    assert KSortConfig(kwise_update="sequential").reading == "sequential"
+    with pytest.raises(ConfigError, match="kwise_update"):
+        KSortConfig(kwise_update="parallel")
+    with pytest.raises(ConfigError, match="gamma"):
+        KSortConfig(gamma=True, kwise_update="sequential")
+
+
+def test_damped_reading_is_the_older_gamma_flag():
+    d = Outcome.full_ranking([2, 0, 3, 1]).constraint_matrix()
+    mu, sg = np.array([24.0, 27.0, 22.0, 26.0]), np.array([5.0, 4.0, 6.0, 3.0])
+    a = kwise_update(mu, sg, d, BETA, 0.0, gamma=True)
+    b = kwise_update(mu, sg, d, BETA, 0.0, reading="damped")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_sequential_reading_chains_two_player_updates():
+    """K = 3, ranks (b, a, c): 1st–2nd, then 1st–3rd, then 2nd–3rd, each from the last state."""
+    mu = np.array([24.0, 27.0, 22.0])
+    sg = np.array([5.0, 4.0, 6.0])
+    ranks = [1, 0, 2]  # b first, a second, c third
+    new_mu, new_sg = kwise_update(mu, sg, Outcome.full_ranking(ranks).constraint_matrix(), BETA, 0.0,
+                                  reading="sequential")
+    s = {i: (float(mu[i]), float(sg[i])) for i in range(3)}
+    for w, lo in ((1, 0), (1, 2), (0, 2)):
+        s[w], s[lo] = pairwise_update(s[w], s[lo], BETA)
+    np.testing.assert_allclose(new_mu, [s[i][0] for i in range(3)], rtol=1e-12)
+    np.testing.assert_allclose(new_sg, [s[i][1] for i in range(3)], rtol=1e-12)
+    # and for K = 2 the sequential and simultaneous readings are the same update
+    d2 = Outcome.full_ranking([1, 0]).constraint_matrix()
+    a = kwise_update(mu[:2], sg[:2], d2, BETA, 0.0)
+    b = kwise_update(mu[:2], sg[:2], d2, BETA, 0.0, reading="sequential")
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-12)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("k", range(2, 9))
+def test_first_vote_variance_factor_from_the_prior(k):
+    """Closed form from the prior (t = 0, W(0) = 2/π): simultaneous 1 − (K−1)·σ0²W/c², damped the
+    same with each term times σ0/c; negative from K = 5 and K = 8; sequential never."""
+    s0, w0 = 25 / 3, 2 / math.pi
+    c2 = 2 * BETA**2 + 2 * s0**2
+    simultaneous = 1 - (k - 1) * s0**2 * w0 / c2
+    damped = 1 - (k - 1) * s0**2 * w0 / c2 * s0 / math.sqrt(c2)
+    assert prior_shrink(k) == pytest.approx(simultaneous, rel=1e-9)
+    assert prior_shrink(k, KSortConfig(kwise_update="damped")) == pytest.approx(damped, rel=1e-9)
+    assert (prior_shrink(k) <= 0) == (k >= 5)
+    assert (prior_shrink(k, KSortConfig(kwise_update="damped")) <= 0) == (k >= 8)
+    assert 0 < prior_shrink(k, KSortConfig(kwise_update="sequential")) < 1
+
+
+def test_negative_variance_is_counted_not_raised():
+    names = [f"m{i}" for i in range(6)]
+    r = KSortRanker(names)  # simultaneous: a K = 6 full ranking from the prior goes negative
+    r.update(names, Outcome.full_ranking(list(range(6))))
+    assert r.negative_variance_votes == 1 and r.floored_votes == 1
+    assert r.sigma.min() == pytest.approx(r.config.sigma_floor)
+    assert r.state()["negative_variance_votes"] == 1
+    seq = KSortRanker(names, KSortConfig(kwise_update="sequential"))
+    seq.update(names, Outcome.full_ranking(list(range(6))))
+    assert seq.negative_variance_votes == 0 and seq.sigma.min() > 0.3 * seq.config.sigma0
+    assert seq.mu[0] > seq.mu[1] > seq.mu[5]
+    four = KSortRanker(names[:4])
+    four.update(names[:4], Outcome.full_ranking([0, 1, 2, 3]))
+    assert four.negative_variance_votes == 0
+
+
+def test_sequential_reading_converges_at_k6_where_simultaneous_freezes():
+    seq = run_convergence("ksort", 6, 0.0, seed=0, max_votes=1200, window=200,
+                          config=KSortConfig(kwise_update="sequential"))
+    sim = run_convergence("ksort", 6, 0.0, seed=0, max_votes=1200, window=200)
+    assert seq["votes_to_converge"] is not None and seq["negative_variance_votes"] == 0
+    assert sim["votes_to_converge"] is None and sim["negative_variance_votes"] > 0

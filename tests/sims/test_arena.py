@@ -7,13 +7,17 @@ import pytest
 from methods.errors import ConfigError
 from methods.ksort import KSortConfig
 from sims.arena import (
+    capped_mse,
+    constraints_per_vote,
     estimated_positions,
+    first_stable_below,
     first_stable_zero,
+    first_touch,
     rank_mse,
     run_add_model,
     run_convergence,
 )
-from sims.voters import VoterConfig
+from sims.voters import VoterConfig, VoterPopulation
 
 
 def test_rank_mse_and_positions():
@@ -80,3 +84,59 @@ def test_bad_arguments():
         run_convergence("ksort", 4, 0.0, 0, 10, matchmaker="swiss")
     with pytest.raises(ConfigError):
         run_add_model(new_true_rank=60)
+
+
+# --- looser criteria, constraints per vote, best-mode diagnostics (issue 18) -------------------
+def test_first_stable_below_and_first_touch():
+    mse = np.array([3.0, 0.8, 0.4, 1.2, 0.9, 0.0, 0.5, 0.0, 0.0])
+    votes = np.arange(1, 10)
+    assert first_stable_below(mse, votes, 3, 1.0) == 5  # 0.9, 0.0, 0.5, ... all ≤ 1
+    assert first_stable_below(mse, votes, 2, 1.0) == 2  # 0.8, 0.4
+    assert first_stable_below(mse, votes, 2, 0.0) == 8
+    assert first_stable_below(mse, votes, 3, 0.0) is None
+    assert first_stable_below(mse, votes, 3, 0.0) == first_stable_zero(mse, votes, 3)
+    assert first_touch(mse, votes) == 6 and first_touch(mse, votes, 1.0) == 2
+    assert first_touch(mse, votes, -1.0) is None
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 6])
+@pytest.mark.parametrize("mode", ["rank", "best"])
+def test_every_simulated_vote_carries_the_stated_constraints(k, mode):
+    voters = VoterPopulation(VoterConfig(n_models=10, flip_prob=0.3, vote_mode=mode, seed=3))
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        match = [voters.names[i] for i in rng.choice(10, size=k, replace=False)]
+        d = voters.vote(match).constraint_matrix()
+        assert int((d > 0).sum()) == constraints_per_vote(k, mode)
+    assert constraints_per_vote(4, "rank") == 6 and constraints_per_vote(4, "best") == 3
+    with pytest.raises(ConfigError):
+        constraints_per_vote(1)
+    with pytest.raises(ConfigError):
+        constraints_per_vote(4, "pairs")
+
+
+def test_capped_mse_merges_the_bottom_block():
+    true = np.array([0, 1, 2, 3, 4])
+    bottom_shuffled = np.array([5.0, 4.0, 1.0, 3.0, 2.0])  # places 0, 1 right; 2–4 scrambled
+    assert rank_mse(bottom_shuffled, true) > 0
+    assert capped_mse(bottom_shuffled, true, cap=2) == 0.0
+    assert capped_mse(bottom_shuffled, true, cap=3) > 0
+    top_swapped = np.array([4.0, 5.0, 3.0, 2.0, 1.0])
+    assert capped_mse(top_swapped, true, cap=2) == pytest.approx(2 / 5)
+
+
+def test_best_votes_never_compare_the_bottom_neighbours():
+    """No K-group lets one of the bottom K−1 models win, so best mode never orders them."""
+    k, n = 4, 20
+    best = run_convergence("ksort", k, 0.0, seed=0, max_votes=600, window=50, n_models=n,
+                           vote_mode="best", diagnostics=True)
+    rank = run_convergence("ksort", k, 0.0, seed=0, max_votes=600, window=50, n_models=n,
+                           diagnostics=True)
+    assert best["vote_mode"] == "best" and best["cap"] == n - (k - 1)
+    assert {n - 3, n - 2} <= set(best["adjacent_pairs_never"])
+    assert rank["adjacent_pairs_never"] == [] and rank["adjacent_pairs_compared"] == n - 1
+    for out in (best, rank):  # reversed neighbours are exactly what keeps the MSE above zero
+        assert (out["final_mse"] == 0) == (out["swapped_neighbours"] == [])
+        assert len(out["swapped_neighbours_direct"]) == len(out["swapped_neighbours"])
+        assert len(out["capped_curve"]) == len(out["curve"])
+        assert all(c <= m for c, m in zip(out["capped_curve"], out["curve"], strict=True))
