@@ -100,10 +100,18 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise EventDataError("Reading DSEC events.h5 needs the `h5py` package, which is not installed; "
+                             "install it (pip install h5py; it is in requirements.lock).") from None
+    return h5py
+
+
 def _readable(dset, path: Path):
     """`dset`, once every HDF5 filter it is compressed with can be decoded (hdf5plugin for Blosc)."""
-    import h5py
-
+    h5py = _h5py()
     plist = dset.id.get_create_plist()
     codes = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
     missing = [c for c in codes if not h5py.h5z.filter_avail(c)]
@@ -170,7 +178,7 @@ def dsec_windows(sequence: str | Path, *, n_classes: int = 11, mode: str = "coun
 
 def _windows(seq, events_file, rect_file, stamps, pngs, n_classes, mode, n_events, duration_us, stride,
              skip) -> Iterator[EventWindow]:
-    import h5py
+    h5py = _h5py()
 
     rmap = None
     if rect_file is not None:
