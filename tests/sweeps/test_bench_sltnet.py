@@ -28,12 +28,13 @@ class _Sleeper(torch.nn.Module):
 def test_fps_is_timed_side_by_side_with_the_order_rotated_every_round():
     calls: list[str] = []
     models = {"a": _Sleeper("a", 0.002, calls), "b": _Sleeper("b", 0.006, calls)}
-    out = bench.fps_side_by_side(models, torch.zeros(4, 1), warmup=2, iters=3, repeats=3, device="cpu")
+    out, cpu = bench.fps_side_by_side(models, torch.zeros(4, 1), warmup=2, iters=3, repeats=3, device="cpu")
     warm, rounds = ["a"] * 2 + ["b"] * 2, [["a", "b"], ["b", "a"], ["a", "b"]]
     assert calls == warm + [name for order in rounds for name in order for _ in range(3)]
     assert [len(v) for v in out.values()] == [3, 3]
     assert all(fa > fb for fa, fb in zip(out["a"], out["b"], strict=True))  # a sleeps a third of b's time
     assert max(out["a"]) < 1 / 0.002 and max(out["b"]) < 1 / 0.006
+    assert min(cpu["a"]) > 5 * max(out["a"])  # sleeping costs no CPU time: process-time FPS is far higher
 
 
 def test_bench_refuses_a_single_fps_round(tmp_path, capsys):
@@ -62,15 +63,16 @@ def test_tiny_run_writes_tables_whose_claims_carry_cis_and_verdicts(tmp_path, ca
     run_dir = tmp_path / "bench_sltnet" / "tiny"
     summary = _summary(out[-1])
     assert summary["run_dir"] == str(run_dir) and summary["seeds"] == "3"
-    assert any(line.startswith("speed on cpu (batch 1, 1 thread(s), 0 warm-up + 2 interleaved rounds of 1)")
-               and "SLTNet / SNN baseline = " in line for line in out)
+    for clock in ("CPU, wall clock", "CPU, process time"):
+        head = f"speed ({clock}; batch 1, 1 thread(s), 0 warm-up + 2 interleaved rounds of 1)"
+        assert any(line.startswith(head) and "SLTNet / SNN baseline = " in line for line in out), clock
 
     results = {r["model"]: r for r in _csv(run_dir / "results.csv")}
     assert set(results) == MODELS
     for r in results.values():
         for col in ("miou", "energy_uj", "energy_conv_uj"):
             assert "±" in r[col] and "[" in r[col] and r[col].endswith("(n=3)"), (col, r[col])
-        assert r["fps_cpu"].endswith("(n=2)")
+        assert r["fps_cpu"].endswith("(n=2)") and r["fps_cpu_time"].endswith("(n=2)")
     # the ANN twin is SLTNet with LIF -> ReLU: same parameters and MACs; the baseline has no STBs
     assert results["sltnet"]["params"] == results["sltnet-ann"]["params"] > results["snn-baseline"]["params"]
     assert results["sltnet"]["macs"] == results["sltnet-ann"]["macs"]
@@ -81,7 +83,8 @@ def test_tiny_run_writes_tables_whose_claims_carry_cis_and_verdicts(tmp_path, ca
     names = {c["claim"] for c in claims}
     assert names == {"miou_sltnet_vs_snn_baseline", "miou_sltnet_vs_majority",
                      "log_energy_ann_over_sltnet_strict", "log_energy_ann_over_sltnet_convention",
-                     "log_fps_sltnet_over_snn_baseline_cpu", "log_fps_sltnet_over_ann_cpu"}
+                     "log_fps_sltnet_over_snn_baseline_cpu", "log_fps_sltnet_over_ann_cpu",
+                     "log_fps_sltnet_over_snn_baseline_cpu_time", "log_fps_sltnet_over_ann_cpu_time"}
     for c in claims:
         lo, value, hi = float(c["lo"]), float(c["value"]), float(c["hi"])
         assert lo <= value <= hi and c["n"] in ("2", "3")
@@ -97,7 +100,8 @@ def test_tiny_run_writes_tables_whose_claims_carry_cis_and_verdicts(tmp_path, ca
         math.exp(float(summary["log_fps_sltnet_over_snn_baseline_cpu"])), abs=0.006)
 
     paper = _csv(run_dir / "paper_claims.csv")
-    assert [p["paper"] for p in paper] == ["+0.073 (over SOTA SNNs, DDD17)", "5.48x", "5.48x", "1.14x (GPU)"]
+    assert [p["paper"] for p in paper] == ["+0.073 (over SOTA SNNs, DDD17)", "5.48x", "5.48x", "1.14x (GPU)",
+                                           "1.14x (GPU)"]
     allowed = {"yes", "in direction only", "in direction; size not distinguishable", "no: the opposite",
                "not distinguishable"}
     for p in paper:
@@ -108,6 +112,6 @@ def test_tiny_run_writes_tables_whose_claims_carry_cis_and_verdicts(tmp_path, ca
     raw = json.loads((run_dir / "bench.json").read_text())
     assert raw["seeds"] == [2000, 2001, 2002]
     assert all(len(v["miou"]) == 3 for v in raw["per_seed"].values())
-    assert all(len(v["fps_cpu"]) == 2 for v in raw["static"].values())
+    assert all(len(v["fps_cpu"]) == len(v["fps_cpu_time"]) == 2 for v in raw["static"].values())
     record = json.loads((run_dir / "run.json").read_text())
     assert record["kind"] == "benchmark" and record["config"]["windows"] == 1
