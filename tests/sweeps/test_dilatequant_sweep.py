@@ -107,3 +107,46 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path, capsys):
     rc = ds.main(["--out", str(tmp_path), "--set", 'bits=["w16a16"]'])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "w16a16" in err
+
+
+@pytest.mark.slow  # ~35 CPU-seconds: 12 quantizations at tiny sizes
+def test_bench_quick_prints_tables_claims_and_summary(tmp_path, capsys):
+    from sweeps import bench_dilatequant as bd
+
+    assert bd.main(["--quick", "--out", str(tmp_path), "--run-id", "q", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    run_dir = tmp_path / "bench_dilatequant" / "q"
+    assert "real-vs-real digit-FD at 8 samples" in out and "paper_verdict" in out
+    for name in ("quality.md", "cost.md", "claims.md", "paper_claims.md", "trials.csv", "fd_vs_bits.png"):
+        assert (run_dir / name).is_file()
+    summary = out.strip().splitlines()[-1]
+    for key in (
+        "dq_beats_efficientdm_paper=",
+        "dq_close_to_qat_paper=",
+        "qat_time_over_dq_paper=",
+        "real_fd=",
+        "fd_noise_floor=",
+    ):
+        assert key in summary
+
+
+def test_bench_paper_verdicts():
+    from methods.metrics.stats import Estimate
+    from sweeps.bench_dilatequant import DilateQuantBenchConfig, paper_verdict
+
+    def e(v, lo, hi):
+        return Estimate(v, lo, hi, 3, 0.95, "t")
+
+    assert paper_verdict(e(5, 3, 7), floor=1) == "supported"
+    assert paper_verdict(e(5, 3, 7), floor=6) == "not distinguishable"  # inside the noise floor
+    assert paper_verdict(e(-5, -7, -3), floor=1) == "not supported"
+    assert paper_verdict(e(1, -1, 3), floor=0) == "not distinguishable"
+    assert paper_verdict(e(0.5, -1, 2), floor=3, closeness=True) == "supported"
+    assert paper_verdict(e(5, 4, 6), floor=3, closeness=True) == "not supported"
+    assert paper_verdict(e(3, 1, 5), floor=3, closeness=True) == "not distinguishable"
+    with pytest.raises(ConfigError, match="seeds must be >= 3"):
+        DilateQuantBenchConfig(seeds=2)
+    with pytest.raises(ConfigError, match="smaller than the batch"):
+        DilateQuantBenchConfig(calib=16, batch_size=32)
+    with pytest.raises(ConfigError, match="w2..8"):
+        DilateQuantBenchConfig(bits=("w16a16",))
