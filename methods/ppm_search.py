@@ -18,11 +18,20 @@ Our own additions [inferred], each a config switch: footprint inhibition of the 
 misses, the weight under its footprint is multiplied by 1 − assumed_p_detect, a Bayesian update),
 and confirmation (a track that was re-shot more often without a detection than with one is dropped).
 
+From pixels (issue 19) [ours]: the PPM is built from the rig's segmenter output, not from a
+label map: weight(pixel) = Σ_c p_c(pixel) · prior_c^γ, the expected prior under the segmenter's
+class probabilities (γ = 1 and one-hot p give the paper's rule); pixels whose confidence (max p)
+is below `seg_threshold` get the class-average prior^γ (no information). The priors are the rig's
+`class_priors`, learned on other scenes. Planning (sampling + routing of a round) runs inside
+`session.computing(n)`, which charges it to the rig's clock.
+
 Every strategy has the same interface: `run(session, config, rng) -> list[Track]`, where
-`session` offers `labels`, `class_priors`, `px_to_v`, `field_v`, `fov_v`, `mirror_v`, `fire`.
+`session` offers `wide_view()` (class probabilities), `class_priors`, `px_to_v`, `field_v`,
+`fov_v`, `mirror_v`, `computing`, `fire`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -124,10 +133,13 @@ class PPMConfig(_Config):
     explore: float = 0.0        # share of uniform weight mixed into the map
     inhibit: bool = False       # footprint inhibition while drawing the round
     assumed_p_detect: float = 0.9
+    seg_threshold: float = 0.0  # segmenter confidence below which a pixel carries no class information
     planner: str = "nn2opt"
 
     def __post_init__(self) -> None:
         self._check_common()
+        _require(0 <= self.seg_threshold <= 1,
+                 f"seg_threshold must lie in [0, 1]; received {self.seg_threshold}.")
         _require(self.gamma >= 0 and 0 <= self.explore <= 1 and 0 <= self.assumed_p_detect <= 1,
                  f"Need gamma ≥ 0, explore and assumed_p_detect in [0, 1]; received {self.gamma}, "
                  f"{self.explore}, {self.assumed_p_detect}.")
@@ -135,7 +147,7 @@ class PPMConfig(_Config):
     @staticmethod
     def search_space() -> dict[str, tuple]:
         return {"gamma": ("float", 0.0, 2.0), "explore": ("float", 0.0, 0.5),
-                "inhibit": ("categorical", [False, True])}
+                "inhibit": ("categorical", [False, True]), "seg_threshold": ("float", 0.0, 0.9)}
 
 
 @dataclass(frozen=True)
@@ -157,10 +169,13 @@ class PPMSearchConfig(_Config):
     explore: float = 0.0
     inhibit: bool = True
     assumed_p_detect: float = 0.9
+    seg_threshold: float = 0.0
     planner: str = "nn2opt"
 
     def __post_init__(self) -> None:
         self._check_common()
+        _require(0 <= self.seg_threshold <= 1,
+                 f"seg_threshold must lie in [0, 1]; received {self.seg_threshold}.")
         _require(0 < self.round1_frac <= 1 and 0 <= self.focus_frac <= 1,
                  f"Need 0 < round1_frac ≤ 1 and 0 ≤ focus_frac ≤ 1; received {self.round1_frac}, "
                  f"{self.focus_frac}.")
@@ -181,7 +196,7 @@ class PPMSearchConfig(_Config):
             "focus_frac": ("float", 0.2, 1.0), "k_sigma": ("float", 0.0, 4.0),
             "r_max_fov": ("float", 0.1, 2.0), "stop_sigma_fov": ("float", 0.005, 0.05),
             "merge_l1_v": ("float", 0.05, 0.3), "gamma": ("float", 0.0, 2.0),
-            "inhibit": ("categorical", [False, True]),
+            "inhibit": ("categorical", [False, True]), "seg_threshold": ("float", 0.0, 0.9),
         }
 
 
@@ -261,9 +276,9 @@ def merge_detections(dets: list[Any], merge_l1_v: float, fuse: bool = True,
 class PPM:
     """Per-pixel sampling weights of the wide-angle view, with the pixel centres in volts."""
 
-    def __init__(self, session: Any, gamma: float, explore: float) -> None:
-        labels = np.asarray(session.labels)
-        h, w = labels.shape
+    def __init__(self, session: Any, gamma: float, explore: float, seg_threshold: float = 0.0) -> None:
+        probs = np.asarray(session.wide_view(), dtype=float)
+        h, w, n_cls = probs.shape
         cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
         self.px = np.stack([cols.ravel(), rows.ravel()], axis=1)
         self.v = session.px_to_v(self.px)
@@ -271,7 +286,11 @@ class PPM:
         self.half_fov = session.fov_v / 2
         lim = session.field_v / 2
         inside = np.abs(self.v).max(axis=1) <= lim
-        base = np.asarray(session.class_priors, dtype=float)[labels.ravel()] ** gamma * inside
+        prior = np.asarray(session.class_priors, dtype=float) ** gamma
+        p = probs.reshape(-1, n_cls)
+        expected = p @ prior
+        expected = np.where(p.max(axis=1) >= seg_threshold, expected, prior.mean())
+        base = expected * inside
         base = base / base.sum()
         uni = inside / inside.sum()
         self.weight = (1 - explore) * base + explore * uni
@@ -306,11 +325,15 @@ class PPM:
         return out
 
 
-def _fire_routed(session: Any, shots: np.ndarray, planner: str) -> list[Any]:
+def _planning(session: Any, n: int) -> contextlib.AbstractContextManager:
+    """The rig's clock for planning a round of n shots (a session without one charges nothing)."""
+    return session.computing(n) if hasattr(session, "computing") else contextlib.nullcontext()
+
+
+def _route(session: Any, shots: np.ndarray, planner: str) -> np.ndarray:
     lim = session.field_v / 2 - session.fov_v / 2
     shots = np.clip(np.asarray(shots, dtype=float).reshape(-1, 2), -lim, lim)
-    order = plan_route(shots, session.mirror_v, planner)
-    return session.fire(shots[order])
+    return shots[plan_route(shots, session.mirror_v, planner)]
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -324,22 +347,26 @@ def raster(session: Any, cfg: RasterConfig, rng: np.random.Generator) -> list[Tr
     centres = -half + session.field_v * (np.arange(n) + 0.5) / n
     rows = [np.stack([centres if r % 2 == 0 else centres[::-1], np.full(n, centres[r])], axis=1)
             for r in range(n)]   # snake, starting with the top rows of the view (Vy < 0)
-    shots = np.vstack(rows)[: cfg.budget]
-    return merge_detections(_fire_routed(session, shots, cfg.planner), MERGE_L1_V, fuse=False)
+    with _planning(session, min(cfg.budget, n * n)):
+        shots = _route(session, np.vstack(rows)[: cfg.budget], cfg.planner)
+    return merge_detections(session.fire(shots), MERGE_L1_V, fuse=False)
 
 
 @register_search("uniform", UniformConfig)
 def uniform(session: Any, cfg: UniformConfig, rng: np.random.Generator) -> list[Track]:
     lim = session.field_v / 2 - session.fov_v / 2
-    shots = rng.uniform(-lim, lim, (cfg.budget, 2))
-    return merge_detections(_fire_routed(session, shots, cfg.planner), MERGE_L1_V, fuse=False)
+    with _planning(session, cfg.budget):
+        shots = _route(session, rng.uniform(-lim, lim, (cfg.budget, 2)), cfg.planner)
+    return merge_detections(session.fire(shots), MERGE_L1_V, fuse=False)
 
 
 @register_search("ppm", PPMConfig)
 def ppm_sampling(session: Any, cfg: PPMConfig, rng: np.random.Generator) -> list[Track]:
-    ppm = PPM(session, cfg.gamma, cfg.explore)
-    shots = ppm.sample(cfg.budget, rng, cfg.inhibit, cfg.assumed_p_detect)
-    return merge_detections(_fire_routed(session, shots, cfg.planner), MERGE_L1_V, fuse=False)
+    session.wide_view()   # capture + segmentation are charged by the rig, not as planning
+    with _planning(session, cfg.budget):
+        ppm = PPM(session, cfg.gamma, cfg.explore, cfg.seg_threshold)
+        shots = _route(session, ppm.sample(cfg.budget, rng, cfg.inhibit, cfg.assumed_p_detect), cfg.planner)
+    return merge_detections(session.fire(shots), MERGE_L1_V, fuse=False)
 
 
 def _round_sizes(cfg: PPMSearchConfig) -> list[int]:
@@ -383,17 +410,24 @@ def _count_misses(tracks: list[Track], estimates: list[np.ndarray], shots: np.nd
 
 @register_search("ppm_search", PPMSearchConfig)
 def ppm_probability_search(session: Any, cfg: PPMSearchConfig, rng: np.random.Generator) -> list[Track]:
-    ppm = PPM(session, cfg.gamma, cfg.explore)
     fov = session.fov_v
     tracks: list[Track] = []
+    ppm: PPM | None = None
+    session.wide_view()
     for rnd, n_round in enumerate(_round_sizes(cfg)):
-        focus = np.zeros((0, 2)) if rnd == 0 else _focus_shots(
-            tracks, round(cfg.focus_frac * n_round), cfg, fov, rng)
-        glob = ppm.sample(n_round - len(focus), rng, cfg.inhibit, cfg.assumed_p_detect)
-        shots = np.vstack([focus, glob])
+        if getattr(session, "out_of_time", False):
+            break
+        with _planning(session, n_round):
+            ppm = ppm or PPM(session, cfg.gamma, cfg.explore, cfg.seg_threshold)
+            focus = np.zeros((0, 2)) if rnd == 0 else _focus_shots(
+                tracks, round(cfg.focus_frac * n_round), cfg, fov, rng)
+            glob = ppm.sample(n_round - len(focus), rng, cfg.inhibit, cfg.assumed_p_detect)
+            shots = _route(session, np.vstack([focus, glob]), cfg.planner)
         first_shot = session.shots_fired
-        dets = _fire_routed(session, shots, cfg.planner)
-        fired = np.array(session.shot_v[first_shot:])
+        dets = session.fire(shots)
+        fired = np.array(session.shot_v[first_shot:]).reshape(-1, 2)
+        if len(fired) == 0:
+            break
         old, old_est = list(tracks), [t.estimate.copy() for t in tracks]
         tracks = merge_detections(dets, cfg.merge_l1_v, cfg.fuse, tracks)
         # Only tracks that existed before the round can miss, so a new track is not charged for

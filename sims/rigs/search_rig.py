@@ -7,28 +7,77 @@ below come from the authors' related C++ code (reference/systems.md §4.1, [code
 sidewalk 0.129, tree 0.022, building 0.002, ~4 ms galvo wait / 0.5 ms controller step, 145 shots a
 round, 120 fps claimed.
 
-Our design [inferred], stated so it can be varied:
-- the scene is a wide-angle label map of wavy horizontal bands (building on top, road low) plus
-  tree blobs; targets are placed with per-pixel density ∝ the class prior, so the paper's PPM
-  (area fraction × prior) is the true target distribution;
+The rig works from pixels [ours unless marked]:
+- a scene is analytic geometry (`sims/rigs/panorama.py`): bands sky / building / tree / sidewalk /
+  road / sidewalk with wavy boundaries, tree blobs, targets placed with per-pixel density ∝ the
+  world's class prior (`class_priors`, the paper's numbers plus a small sky prior [ours]),
+  distractors (poles, bushes) placed uniformly;
+- a method sees only pixels and what the project learned elsewhere: the rendered wide-angle
+  panorama goes through the zoo segmenter `search-segmenter` (trained on other rendered scenes),
+  which gives per-pixel class probabilities and confidence (`SearchSession.wide_view`); the
+  region → target priors are counted on `prior_scenes` separate training scenes
+  (`learn_region_priors`); the scene's own label map and target density never reach a method.
+  `ppm_source="ground_truth"` is the labelled *upper bound*: one-hot true labels and the scene's
+  true target density, as the rig before issue 19 did;
+- each shot renders the crop the galvo camera sees (`render_crop`) and runs a classical
+  dark-blob detector on it (`detect_blobs`); its localisation variance is not given but estimated:
+  σ²(snr) = a + b / snr² fitted by least squares on detector errors measured on separate
+  calibration scenes (`calibrate_detector`);
 - the wide-angle pixel → mirror voltage map is a distorted, slightly rolled pinhole; the rig
   fits a polynomial to noisy simulated calibration spots and only that fit is given to a method;
-- time is simulated exactly per shot: mirror move (settle + Chebyshev distance / slew), camera
-  frame period, exposure, and a detector that runs pipelined on a separate processor; a round's
-  detections are returned only when the last detection of the round has finished;
-- the detector sees targets inside the square FOV with probability `p_detect`, reports a centre
-  with Gaussian noise whose σ grows towards the FOV edge, reports that σ² (a calibrated
-  uncertainty, as Gaussian-YOLO would), and adds Poisson false positives per frame.
+- time: galvo settle is a step response of the angle moved (`settle_model="step_response"`):
+  t(Δθ) = settle_s · max(1, Δθ / small_step_deg)^settle_exp with Δθ the larger axis' mechanical
+  step. Parameters from the Thorlabs GVS011/GVS311 datasheet (10 mm mirror) [datasheet]: small-
+  angle step response 400 µs at 0.2°; 50 %-travel square-wave bandwidth 65 Hz, i.e. a 20° step in
+  half a period, 7.7 ms → settle_exp = ln(7.7 / 0.4) / ln(20 / 0.2) = 0.642; mechanical angle =
+  optical / 2. ("linear": settle + Chebyshev distance / slew, the older model.) Camera frame
+  period, exposure and a pipelined detector (`detect_s`, the paper's GPU YOLO, not our CPU blob
+  detector) as before; the wide-angle capture (`wide_capture_s`, one 30 fps frame [ours]) and
+  segmentation are charged before a method's first PPM shot, route planning before every round.
+  `compute_clock="measured"` charges the measured wall time of planning and segmentation;
+  `"model"` (default: deterministic, so grid sweeps and paired tests reproduce) charges the cost
+  model `plan_s0 + plan_s2 · n²` per planned round of n shots and `seg_s` per segmentation, whose
+  constants were measured on the dev machine (plan: 28.6 ms per 145-shot NN + 2-opt plan, issue
+  19; segmentation: 75 ms, the fastest of 10 runs of the 128x128 segmenter on one thread with the
+  2-core machine at load ≈ 16, so conservative); every result also carries the measured times
+  (`plan_measured_s`, `segment_measured_s`) and the bench prints them beside the charged ones;
+  `"none"` charges nothing. `time_budget_s` > 0 ends the search at that time (shots whose
+  detection would finish later are not fired), so methods can be compared at equal time.
+- fps is an outcome: shots / total time, with `fps_bound` naming the resource whose stand-alone
+  time (camera n/fps, galvo Σ settle, detector n·detect_s, compute Σ charged) is largest.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from dataclasses import asdict, dataclass, replace
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from methods.errors import ConfigError
+from sims.rigs.panorama import (
+    Objects,
+    SceneGeometry,
+    detect_blobs,
+    make_objects,
+    one_hot,
+    random_geometry,
+    render_crop,
+    render_panorama,
+)
+
+#: SeedSequence spawn keys of the project's *other* scene families (never an evaluated scene:
+#: `build_session(seed)` uses `SeedSequence(seed)` with an empty spawn key).
+SEGMENTER_TRAIN_KEY, SEGMENTER_EVAL_KEY, PRIOR_KEY, DETECTOR_CALIB_KEY = 1901, 1902, 1903, 1904
+
+
+def family_seed(key: int, index: int) -> np.random.SeedSequence:
+    """Seed of scene `index` of a training / calibration family (disjoint from evaluated scenes)."""
+    return np.random.SeedSequence(entropy=index, spawn_key=(key,))
 
 
 def _require(ok: bool, message: str) -> None:
@@ -40,53 +89,78 @@ def _require(ok: bool, message: str) -> None:
 class SearchRigConfig:
     """Every physical constant of the search rig (units: volts, seconds, pixels)."""
 
-    version: int = 1
+    version: int = 2
     field_v: float = 10.0               # side of the square voltage field (±5 V)
     fov_v: float = 0.45                 # search-camera field of view in mirror volts
-    search_px: int = 224                # detector input side, pixels (224 px ↔ fov_v)
-    wide_px: int = 128                  # wide-angle label map side (≈ 0.09 V per pixel)
+    search_px: int = 224                # the paper's detector input side (224 px ↔ fov_v), for px errors
+    crop_px: int = 48                   # side of the rendered crop our detector sees
+    wide_px: int = 128                  # wide-angle image side (≈ 0.1 V per pixel)
     wide_half_angle_deg: float = 24.0   # wide camera half field of view
     wide_k1: float = -0.08              # wide camera radial distortion
     wide_roll_rad: float = 0.01         # roll between wide camera and galvo axes
     optical_deg_per_v: float = 4.0      # 10 V ↔ 40° optical
     class_priors: tuple[tuple[str, float], ...] = (
-        ("road", 0.847), ("sidewalk", 0.129), ("tree", 0.022), ("building", 0.002))
+        ("road", 0.847), ("sidewalk", 0.129), ("tree", 0.022), ("building", 0.002), ("sky", 0.0005))
     bands: tuple[tuple[str, float], ...] = (
-        ("building", 0.30), ("tree", 0.12), ("sidewalk", 0.10), ("road", 0.33), ("sidewalk", 0.15))
+        ("sky", 0.14), ("building", 0.24), ("tree", 0.10), ("sidewalk", 0.10), ("road", 0.28),
+        ("sidewalk", 0.14))
     n_blobs: int = 4                    # tree blobs scattered over the scene
     blob_class: str = "tree"
     n_targets: int = 12
+    n_distractors: int = 24             # poles and bushes, uniform over the field
+    far: float = 3.0                    # distance factor at the top row is 1 + far
+    wide_noise: float = 0.02
+    crop_noise: float = 0.02
     calib_grid: int = 7                 # calib_grid² calibration spots
     calib_noise_px: float = 0.3
     calib_degree: int = 3
-    settle_s: float = 0.5e-3
-    slew_v_per_s: float = 2000.0
+    settle_model: str = "step_response"
+    settle_s: float = 0.4e-3            # small-step response time (GVS011 datasheet)
+    small_step_deg: float = 0.2         # mechanical step of settle_s
+    settle_exp: float = 0.642           # from the 65 Hz 50 %-travel bandwidth (see docstring)
+    slew_v_per_s: float = 2000.0        # "linear" settle model only
     camera_fps: float = 120.0
     exposure_s: float = 3e-3
     detect_s: float = 4e-3
-    plan_s: float = 0.0                 # planning time between rounds
-    p_detect: float = 0.95
-    loc_sigma_px: float = 4.0           # detector centre noise at the FOV centre (per axis)
-    loc_sigma_edge_gain: float = 2.0    # σ = loc_sigma_px (1 + gain r²), r = offset / (fov/2)
-    fp_per_shot: float = 0.05
+    wide_capture_s: float = 1.0 / 30.0
+    compute_clock: str = "model"
+    plan_s0: float = 1.0e-3             # cost model of one planned round (measured, see docstring)
+    plan_s2: float = 1.36e-6            # … per shot²: 28.6 ms for a 145-shot NN + 2-opt plan
+    seg_s: float = 0.075                # cost model of one segmentation (measured)
+    time_budget_s: float = 0.0          # 0: no deadline
+    ppm_source: str = "segmenter"       # "ground_truth" = the labelled upper bound
+    prior_scenes: int = 60              # training scenes the region priors are counted on
+    detector_calib_scenes: int = 6
+    det_min_snr: float = 3.0
+    det_snr0: float = 6.0               # conf = logistic((snr − snr0) / det_snr_w)
+    det_snr_w: float = 1.5
+    det_max_elong: float = 6.0
     conf_threshold: float = 0.5
     pointing_noise_v: float = 1e-4
     match_radius_v: float = 0.1
 
     def __post_init__(self) -> None:
-        _require(self.version == 1, f"SearchRigConfig version must be 1; received {self.version}.")
+        _require(self.version == 2, f"SearchRigConfig version must be 2 (rendered rig of issue 19); "
+                                    f"received {self.version}.")
         _require(0 < self.fov_v < self.field_v,
                  f"Need 0 < fov_v < field_v; received fov_v={self.fov_v}, field_v={self.field_v}.")
         _require(self.camera_fps > 0 and 0 < self.exposure_s <= 1.0 / self.camera_fps,
                  f"Exposure must fit in a frame: 0 < exposure_s ≤ 1/camera_fps; received "
                  f"exposure_s={self.exposure_s}, camera_fps={self.camera_fps}. Lower the exposure.")
-        for name in ("settle_s", "detect_s", "plan_s", "calib_noise_px", "loc_sigma_px",
-                     "loc_sigma_edge_gain", "fp_per_shot", "pointing_noise_v"):
+        for name in ("settle_s", "detect_s", "calib_noise_px", "pointing_noise_v", "wide_capture_s",
+                     "plan_s0", "plan_s2", "seg_s", "time_budget_s", "wide_noise", "crop_noise", "far",
+                     "settle_exp"):
             _require(getattr(self, name) >= 0, f"{name} must be ≥ 0; received {getattr(self, name)}.")
-        _require(self.slew_v_per_s > 0, f"slew_v_per_s must be > 0; received {self.slew_v_per_s}.")
-        _require(0 <= self.p_detect <= 1 and 0 <= self.conf_threshold <= 1,
-                 f"p_detect and conf_threshold must lie in [0, 1]; received {self.p_detect}, "
-                 f"{self.conf_threshold}.")
+        _require(self.slew_v_per_s > 0 and self.small_step_deg > 0,
+                 f"slew_v_per_s and small_step_deg must be > 0; received {self.slew_v_per_s}, "
+                 f"{self.small_step_deg}.")
+        for name, allowed in (("settle_model", ("step_response", "linear")),
+                              ("compute_clock", ("model", "measured", "none")),
+                              ("ppm_source", ("segmenter", "ground_truth"))):
+            _require(getattr(self, name) in allowed,
+                     f"{name} must be one of {allowed}; received {getattr(self, name)!r}.")
+        _require(0 <= self.conf_threshold <= 1, f"conf_threshold must lie in [0, 1]; received "
+                                                f"{self.conf_threshold}.")
         names = [c for c, _ in self.class_priors]
         _require(len(set(names)) == len(names) and all(p > 0 for _, p in self.class_priors),
                  f"class_priors must be distinct names with positive priors; received {self.class_priors}.")
@@ -94,9 +168,14 @@ class SearchRigConfig:
             [self.blob_class] if self.n_blobs and self.blob_class not in names else [])
         _require(not unknown, f"Band/blob classes {unknown} are not in class_priors {names}; "
                               "add them to class_priors or change the bands.")
-        _require(self.n_targets >= 1 and self.calib_grid >= 3 and 1 <= self.calib_degree <= 5,
-                 f"Need n_targets ≥ 1, calib_grid ≥ 3, 1 ≤ calib_degree ≤ 5; received "
-                 f"{self.n_targets}, {self.calib_grid}, {self.calib_degree}.")
+        _require(self.n_targets >= 1 and self.n_distractors >= 0 and self.calib_grid >= 3
+                 and 1 <= self.calib_degree <= 5 and self.crop_px >= 16 and self.prior_scenes >= 1
+                 and self.detector_calib_scenes >= 1,
+                 f"Need n_targets ≥ 1, n_distractors ≥ 0, calib_grid ≥ 3, 1 ≤ calib_degree ≤ 5, "
+                 f"crop_px ≥ 16, "
+                 f"prior_scenes ≥ 1, detector_calib_scenes ≥ 1; received {self.n_targets}, "
+                 f"{self.n_distractors}, {self.calib_grid}, {self.calib_degree}, {self.crop_px}, "
+                 f"{self.prior_scenes}, {self.detector_calib_scenes}.")
         n_mono = (self.calib_degree + 1) * (self.calib_degree + 2) // 2
         _require(self.calib_grid ** 2 >= 2 * n_mono,
                  f"calib_grid²={self.calib_grid ** 2} spots are too few for a degree-"
@@ -106,6 +185,10 @@ class SearchRigConfig:
     def px_per_v(self) -> float:
         return self.search_px / self.fov_v
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.class_priors)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -113,12 +196,12 @@ class SearchRigConfig:
     def search_space() -> dict[str, tuple]:
         """Rig parameters an Optuna sweep may vary (all combinations are valid)."""
         return {
-            "settle_s": ("float", 0.5e-3, 4e-3),
+            "settle_s": ("float", 0.2e-3, 4e-3),
+            "settle_model": ("categorical", ["step_response", "linear"]),
             "camera_fps": ("categorical", [60.0, 120.0, 240.0]),
             "detect_s": ("float", 1e-3, 8e-3),
-            "loc_sigma_px": ("float", 1.0, 10.0),
-            "fp_per_shot": ("float", 0.0, 0.3),
-            "p_detect": ("float", 0.7, 1.0),
+            "conf_threshold": ("float", 0.2, 0.9),
+            "det_min_snr": ("float", 2.0, 6.0),
         }
 
 
@@ -186,61 +269,94 @@ def calibrate_wide_to_galvo(cfg: SearchRigConfig, rng: np.random.Generator) -> t
 # ----------------------------------------------------------------------------- scene
 @dataclass(frozen=True)
 class Scene:
-    labels: np.ndarray      # (H, W) int, index into class_names
+    """The truth of one scene. `labels` and `target_priors` are ground truth: only the metrics
+    and the labelled upper bound (`ppm_source="ground_truth"`) may read them."""
+
+    labels: np.ndarray          # (H, W) int, index into class_names (rasterised geometry)
     class_names: tuple[str, ...]
-    targets_px: np.ndarray  # (T, 2) (col, row)
-    targets_v: np.ndarray   # (T, 2) true mirror voltages
+    targets_px: np.ndarray      # (T, 2) (col, row)
+    targets_v: np.ndarray       # (T, 2) true mirror voltages
+    geometry: SceneGeometry | None = None
+    objects: Objects | None = None
+    target_priors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the density targets follow
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_volts(cfg: SearchRigConfig) -> tuple[np.ndarray, np.ndarray]:
+    pix = pixel_centres(cfg)
+    return pix, true_pixel_to_voltage(pix, cfg)
 
 
 def make_scene(cfg: SearchRigConfig, rng: np.random.Generator) -> Scene:
-    """Wavy horizontal bands + blobs, then targets drawn with density ∝ class prior."""
-    names = tuple(c for c, _ in cfg.class_priors)
-    h = w = cfg.wide_px
-    frac = np.array([f for _, f in cfg.bands]) * rng.uniform(0.7, 1.3, len(cfg.bands))
-    edges = np.cumsum(frac / frac.sum())[:-1] * h
-    x = np.arange(w)
-    bounds = [e + 0.03 * h * np.sin(2 * np.pi * x / w * rng.uniform(0.5, 2.0) + rng.uniform(0, 2 * np.pi))
-              for e in edges]
-    rows = np.arange(h)[:, None]
-    band_idx = sum((rows >= b[None, :]).astype(int) for b in bounds)
-    band_cls = np.array([names.index(b) for b, _ in cfg.bands])
-    labels = band_cls[band_idx]
-    yy, xx = np.mgrid[0:h, 0:w]
-    for _ in range(cfg.n_blobs):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.02, 0.06) * w
-        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = names.index(cfg.blob_class)
-
-    pix = pixel_centres(cfg)
-    volts = true_pixel_to_voltage(pix, cfg)
+    """Geometry (bands, blobs), targets with density ∝ class prior, uniform distractors."""
+    names = cfg.class_names
+    geom = random_geometry(names, cfg.bands, cfg.wide_px, cfg.n_blobs, cfg.blob_class, rng)
+    labels = geom.raster()
+    pix, volts = _pixel_volts(cfg)
     prior = np.array([p for _, p in cfg.class_priors])
-    weight = prior[labels.ravel()] * (np.abs(volts).max(axis=1) <= cfg.field_v / 2 - 0.05)
+    inside = np.abs(volts).max(axis=1) <= cfg.field_v / 2 - 0.05
+    weight = prior[labels.ravel()] * inside
     pick = rng.choice(len(pix), size=cfg.n_targets, replace=False, p=weight / weight.sum())
     t_px = pix[pick] + rng.uniform(-0.5, 0.5, (cfg.n_targets, 2))
-    return Scene(labels, names, t_px, true_pixel_to_voltage(t_px, cfg))
+    d_pick = rng.choice(len(pix), size=cfg.n_distractors, replace=False, p=inside / inside.sum())
+    d_px = pix[d_pick] + rng.uniform(-0.5, 0.5, (cfg.n_distractors, 2))
+    objs = make_objects(t_px, d_px, rng.integers(1, 3, cfg.n_distractors), cfg.wide_px, rng, far=cfg.far)
+    return Scene(labels, names, t_px, true_pixel_to_voltage(t_px, cfg), geom, objs, prior)
+
+
+@functools.lru_cache(maxsize=8)
+def learn_region_priors(cfg: SearchRigConfig) -> np.ndarray:
+    """Region → target priors counted on `prior_scenes` separate rendered training scenes.
+
+    prior_c ∝ (targets on class c + 0.5) / (in-field pixels of class c + 1), normalised to sum 1
+    (a target-per-area rate with a Jeffreys-like pseudo-count). Labels of *training* scenes are
+    annotations the project owns; the evaluated scene is never among them (`PRIOR_KEY`).
+    """
+    names = cfg.class_names
+    hits, area = np.zeros(len(names)), np.zeros(len(names))
+    inside = np.abs(true_pixel_to_voltage(pixel_centres(cfg), cfg)).max(axis=1) <= cfg.field_v / 2
+    for k in range(cfg.prior_scenes):
+        scene = make_scene(cfg, np.random.default_rng(family_seed(PRIOR_KEY, k)))
+        lab = scene.labels
+        area += np.bincount(lab.ravel()[inside], minlength=len(names))
+        t = np.clip(scene.targets_px.astype(int), 0, cfg.wide_px - 1)
+        hits += np.bincount(lab[t[:, 1], t[:, 0]], minlength=len(names))
+    rate = (hits + 0.5) / (area + 1.0)
+    return rate / rate.sum()
 
 
 # ----------------------------------------------------------------------------- timing
+def settle_time(moves_v: np.ndarray, cfg: SearchRigConfig) -> np.ndarray:
+    """Galvo settle time of each move (Chebyshev length in volts; see the module docstring)."""
+    moves_v = np.asarray(moves_v, dtype=float)
+    if cfg.settle_model == "linear":
+        return cfg.settle_s + moves_v / cfg.slew_v_per_s
+    mech_deg = moves_v * cfg.optical_deg_per_v / 2.0
+    return cfg.settle_s * np.maximum(1.0, mech_deg / cfg.small_step_deg) ** cfg.settle_exp
+
+
 def shot_schedule(moves_v: np.ndarray, cfg: SearchRigConfig, t_ready: float,
                   last_exposure_start: float, detector_free: float) -> dict[str, np.ndarray]:
     """Exact event times for one round of shots.
 
     moves_v: Chebyshev length of each mirror move (V). For shot i:
-      exposure_start = max(previous exposure_end (or t_ready) + settle + move/slew,
+      exposure_start = max(previous exposure_end (or t_ready) + settle(move),
                            previous exposure_start + 1/fps)
       exposure_end   = exposure_start + exposure
       detect_end     = max(exposure_end, previous detect_end) + detect
     The mirror may leave as soon as an exposure ends; detection is pipelined.
     """
     period = 1.0 / cfg.camera_fps
+    settle = settle_time(moves_v, cfg)
     n = len(moves_v)
     exp_start, exp_end, det_end = np.empty(n), np.empty(n), np.empty(n)
     free, last_start, det_free = t_ready, last_exposure_start, detector_free
-    for i, move in enumerate(moves_v):
-        s = max(free + cfg.settle_s + move / cfg.slew_v_per_s, last_start + period)
+    for i in range(n):
+        s = max(free + settle[i], last_start + period)
         exp_start[i], exp_end[i] = s, s + cfg.exposure_s
         det_end[i] = max(exp_end[i], det_free) + cfg.detect_s
         free, last_start, det_free = exp_end[i], s, det_end[i]
-    return {"exposure_start": exp_start, "exposure_end": exp_end, "detect_end": det_end}
+    return {"exposure_start": exp_start, "exposure_end": exp_end, "detect_end": det_end, "settle": settle}
 
 
 # ----------------------------------------------------------------------------- detector
@@ -249,87 +365,243 @@ class Detection:
     """One detector output, already mapped to mirror volts."""
 
     v: np.ndarray   # (2,) estimated target position
-    var: float      # reported per-axis variance (V²)
+    var: float      # estimated per-axis variance (V²), from the calibrated σ²(snr) model
     conf: float
     shot: int       # global index of the shot that produced it
 
 
-class SearchSession:
-    """One scene being searched. A method sees the label map, the class priors, the fitted
-    pixel→voltage map and `fire`; the truth (targets, true map) stays inside the session."""
+def _raw_detections(img: np.ndarray, cmd_v: np.ndarray,
+                    cfg: SearchRigConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Detector peaks of one crop as (volts (K, 2), snr (K,), scale in volts (K,))."""
+    det = detect_blobs(img, min_snr=cfg.det_min_snr, max_elong=cfg.det_max_elong)
+    off = det[:, :2] / cfg.crop_px * cfg.fov_v - cfg.fov_v / 2
+    return cmd_v[None, :] + off, det[:, 2], det[:, 3] * cfg.fov_v / cfg.crop_px
 
-    def __init__(self, cfg: SearchRigConfig, scene: Scene, px_to_v: PolyMap,
-                 rng: np.random.Generator) -> None:
+
+def _var_features(snr: np.ndarray, scale_v: np.ndarray) -> np.ndarray:
+    return np.stack([np.ones_like(snr), 1.0 / np.maximum(snr, 1e-6) ** 2, scale_v ** 2], axis=1)
+
+
+def confidence(snr: np.ndarray, cfg: SearchRigConfig) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(np.asarray(snr) - cfg.det_snr0) / cfg.det_snr_w))
+
+
+SCENE_FIELDS = ("field_v", "wide_px", "wide_half_angle_deg", "wide_k1", "wide_roll_rad", "optical_deg_per_v",
+                "class_priors", "bands", "n_blobs", "blob_class", "n_targets", "n_distractors", "far")
+DETECTOR_FIELDS = SCENE_FIELDS + ("fov_v", "crop_px", "crop_noise", "det_min_snr", "det_snr0", "det_snr_w",
+                                  "det_max_elong", "match_radius_v", "detector_calib_scenes")
+
+
+def _key(cfg: SearchRigConfig, names: tuple[str, ...]) -> SearchRigConfig:
+    """`cfg` with every field outside `names` at its default (the cache key of a calibration)."""
+    return SearchRigConfig(**{n: getattr(cfg, n) for n in names})
+
+
+def _detector_key(cfg: SearchRigConfig) -> SearchRigConfig:
+    return _key(cfg, DETECTOR_FIELDS)
+
+
+@functools.lru_cache(maxsize=8)
+def _calibrate_detector(cfg: SearchRigConfig) -> dict[str, float]:
+    names = cfg.class_names
+    err2, feats, found, n_t, n_fp, n_crops = [], [], 0, 0, 0, 0
+    for k in range(cfg.detector_calib_scenes):
+        rng = np.random.default_rng(family_seed(DETECTOR_CALIB_KEY, k))
+        scene = make_scene(cfg, rng)
+        px_to_v = functools.partial(true_pixel_to_voltage, cfg=cfg)
+        for t_v in scene.targets_v:
+            cmd = t_v + rng.uniform(-0.35, 0.35, 2) * cfg.fov_v
+            img = render_crop(scene.geometry, scene.objects, names, cmd, cfg.fov_v, cfg.crop_px, px_to_v, rng,
+                              noise=cfg.crop_noise)
+            v, snr, scale = _raw_detections(img, cmd, cfg)
+            n_crops += 1
+            n_t += 1
+            keep = confidence(snr, cfg) >= 0.5
+            v, snr, scale = v[keep], snr[keep], scale[keep]
+            d = np.linalg.norm(v - t_v, axis=1) if len(v) else np.zeros(0)
+            if len(d) and d.min() < cfg.match_radius_v:
+                j = int(d.argmin())
+                found += 1
+                err2.append(((v[j] - t_v) ** 2).mean())
+                feats.append(_var_features(snr[j:j + 1], scale[j:j + 1])[0])
+                n_fp += len(v) - 1
+            else:
+                n_fp += len(v)
+    from scipy.optimize import nnls
+
+    e, a_mat = np.array(err2), np.array(feats)
+    if len(e) >= 4:
+        use = np.ones(len(e), dtype=bool)
+        for _ in range(4):  # least squares on squared errors is outlier-bound: refit on |z| ≤ 3
+            coef, _ = nnls(a_mat[use], e[use])
+            use = e <= 9.0 * np.maximum(a_mat @ coef, 1e-12)
+    else:
+        coef = np.array([(cfg.fov_v / cfg.crop_px) ** 2, 0.0, 0.0])
+    coef[0] = max(coef[0], 1e-8)
+    return {"var_coef": tuple(float(c) for c in coef), "p_detect": found / max(n_t, 1),
+            "fp_per_crop": n_fp / max(n_crops, 1), "n_calib_detections": len(e)}
+
+
+def calibrate_detector(cfg: SearchRigConfig) -> dict[str, float]:
+    """σ²(snr, scale) = a + b / snr² + c·scale² (per axis, V²; a, b, c ≥ 0 by NNLS, refitted with
+    errors beyond 3σ left out, so mismatches do not set the scale) fitted on detector errors against
+    the known target
+    positions of `detector_calib_scenes` separate rendered scenes (crops centred within ±0.35 FOV
+    of each target), plus the detection rate and false positives per crop measured there."""
+    return _calibrate_detector(_detector_key(cfg))
+
+
+class SearchSession:
+    """One scene being searched. A method sees `panorama` (pixels), `wide_view()` (the zoo
+    segmenter's class probabilities, charged on the clock), `class_priors` (learned on other
+    scenes), the fitted pixel→voltage map `px_to_v`, `field_v`, `fov_v`, `mirror_v`, `clock`,
+    `computing(n)` (charges planning) and `fire`; the truth stays inside the session."""
+
+    def __init__(self, cfg: SearchRigConfig, scene: Scene, px_to_v: PolyMap, rng: np.random.Generator,
+                 panorama: np.ndarray) -> None:
         self.cfg, self._scene, self.px_to_v, self._rng = cfg, scene, px_to_v, rng
-        self.labels = scene.labels
-        self.class_names = scene.class_names
-        self.class_priors = np.array([p for _, p in cfg.class_priors])
+        self.panorama = panorama
+        self.class_names = cfg.class_names
+        if cfg.ppm_source == "ground_truth":   # the labelled upper bound reads the scene's own density
+            self.class_priors = np.asarray(scene.target_priors, dtype=float) / np.sum(scene.target_priors)
+        else:
+            self.class_priors = learn_region_priors(_prior_key(cfg))
+        self._true_map = functools.partial(true_pixel_to_voltage, cfg=cfg)
+        self._det_model = calibrate_detector(cfg)
         self.field_v, self.fov_v = cfg.field_v, cfg.fov_v
+        self.deadline = cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf
         self.mirror_v = np.zeros(2)
         self._t_ready, self._last_start, self._det_free = 0.0, -math.inf, 0.0
+        self._wide: np.ndarray | None = None
+        self.compute_s = {"capture": 0.0, "segmentation": 0.0, "plan": 0.0}
+        self.measured_s = {"segmentation": 0.0, "plan": 0.0}
+        self.settle_total_s = 0.0
+        self.out_of_time = False
         self.shot_v: list[np.ndarray] = []
         self.shot_time: list[float] = []        # detection-finished time of each shot
         self.shot_hits: list[list[int]] = []    # true target ids detected by each shot
+        self.shot_dets: list[list[tuple[float, float, int]]] = []  # (Vx, Vy, true id or -1) per shot
         self.move_total_v = 0.0
 
     @property
     def shots_fired(self) -> int:
         return len(self.shot_v)
 
+    @property
+    def clock(self) -> float:
+        """When the rig is next free to act (s since the search began)."""
+        return self._t_ready
+
+    def _charge(self, what: str, seconds: float) -> None:
+        self.compute_s[what] += seconds
+        self._t_ready += seconds
+
+    def _charged(self, what: str, measured: float, modelled: float) -> float:
+        self.measured_s[what] += measured
+        return {"measured": measured, "model": modelled, "none": 0.0}[self.cfg.compute_clock]
+
+    def wide_view(self) -> np.ndarray:
+        """(H, W, C) class probabilities of the wide-angle image; the first call charges one wide
+        capture and one segmentation to the clock."""
+        if self._wide is None:
+            self._charge("capture", self.cfg.wide_capture_s if self.cfg.compute_clock != "none" else 0.0)
+            if self.cfg.ppm_source == "ground_truth":
+                start = time.perf_counter()
+                probs = one_hot(self._scene.labels, len(self.class_names))
+            else:
+                from sims.zoo.search_segmenter import loaded_segmenter, segment_panorama
+
+                loaded_segmenter()  # loading the weights is start-up, not per-scene work
+                start = time.perf_counter()
+                probs = segment_panorama(self.panorama, self.class_names)
+            seg = self._charged("segmentation", time.perf_counter() - start, self.cfg.seg_s)
+            self._charge("segmentation", seg)
+            self._wide = probs
+        return self._wide
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The segmenter's label map (argmax of `wide_view()`), not the scene's truth."""
+        return self.wide_view().argmax(-1)
+
+    @contextlib.contextmanager
+    def computing(self, n_shots: int) -> Iterator[None]:
+        """Charge the planning of a round of `n_shots` (measured wall time or the cost model)."""
+        start = time.perf_counter()
+        yield
+        model = self.cfg.plan_s0 + self.cfg.plan_s2 * n_shots ** 2
+        self._charge("plan", self._charged("plan", time.perf_counter() - start, model))
+
     def fire(self, shots_v: np.ndarray) -> list[Detection]:
-        """Fire the shots in the given order; returns the round's detections (after the last one)."""
+        """Fire the shots in the given order; returns the round's detections (after the last one).
+        Shots whose detection would end after `time_budget_s` are not fired."""
         cmd = np.clip(np.asarray(shots_v, dtype=float).reshape(-1, 2), -self.field_v / 2, self.field_v / 2)
         if len(cmd) == 0:
             return []
         path = np.vstack([self.mirror_v[None, :], cmd])
         moves = np.abs(np.diff(path, axis=0)).max(axis=1)
         times = shot_schedule(moves, self.cfg, self._t_ready, self._last_start, self._det_free)
+        n = int(np.searchsorted(times["detect_end"], self.deadline, side="right"))
+        if n < len(cmd):
+            self.out_of_time = True
+        if n == 0:
+            self._t_ready = max(self._t_ready, self.deadline)
+            return []
         dets: list[Detection] = []
-        for k, c in enumerate(cmd):
-            dets.extend(self._detect(c, len(self.shot_v)))
-            self.shot_v.append(c)
+        for k in range(n):
+            dets.extend(self._detect(cmd[k], len(self.shot_v)))
+            self.shot_v.append(cmd[k])
             self.shot_time.append(float(times["detect_end"][k]))
-        self.move_total_v += float(moves.sum())
-        self.mirror_v = cmd[-1].copy()
-        self._last_start = float(times["exposure_start"][-1])
-        self._det_free = float(times["detect_end"][-1])
-        self._t_ready = max(float(times["exposure_end"][-1]), self._det_free) + self.cfg.plan_s
+        self.move_total_v += float(moves[:n].sum())
+        self.settle_total_s += float(times["settle"][:n].sum())
+        self.mirror_v = cmd[n - 1].copy()
+        self._last_start = float(times["exposure_start"][n - 1])
+        self._det_free = float(times["detect_end"][n - 1])
+        self._t_ready = max(float(times["exposure_end"][n - 1]), self._det_free)
         return dets
 
-    def _sigma_px(self, off_v: np.ndarray) -> np.ndarray:
-        r2 = (off_v ** 2).sum(axis=-1) / (self.fov_v / 2) ** 2
-        return self.cfg.loc_sigma_px * (1.0 + self.cfg.loc_sigma_edge_gain * r2)
-
     def _detect(self, cmd: np.ndarray, shot: int) -> list[Detection]:
-        cfg, rng = self.cfg, self._rng
+        cfg, rng, scene = self.cfg, self._rng, self._scene
         actual = cmd + rng.normal(0.0, cfg.pointing_noise_v, 2)
-        off = self._scene.targets_v - actual
-        ids = np.flatnonzero(np.abs(off).max(axis=1) <= self.fov_v / 2)
-        ids = ids[rng.random(len(ids)) < cfg.p_detect]
-        meas = off[ids] + rng.normal(size=(len(ids), 2)) * (self._sigma_px(off[ids]) / cfg.px_per_v)[:, None]
-        r2 = (off[ids] ** 2).sum(axis=1) / (self.fov_v / 2) ** 2
-        conf = np.clip(rng.normal(0.85 - 0.1 * r2, 0.08), 0.0, 1.0)
-        n_fp = rng.poisson(cfg.fp_per_shot)
-        fp = rng.uniform(-self.fov_v / 2, self.fov_v / 2, (n_fp, 2))
-        meas = np.vstack([meas, fp])
-        conf = np.concatenate([conf, rng.uniform(0.3, 0.8, n_fp)])
-        truth = np.concatenate([ids, -np.ones(n_fp, dtype=int)])
+        img = render_crop(scene.geometry, scene.objects, self.class_names, actual, cfg.fov_v, cfg.crop_px,
+                          self._true_map, rng, noise=cfg.crop_noise)
+        v, snr, scale = _raw_detections(img, cmd, cfg)
+        conf = confidence(snr, cfg)
         keep = conf >= cfg.conf_threshold
-        var = (self._sigma_px(meas) / cfg.px_per_v) ** 2
-        self.shot_hits.append([int(t) for t in truth[keep] if t >= 0])
-        return [Detection(cmd + m, float(s), float(c), shot)
-                for m, s, c in zip(meas[keep], var[keep], conf[keep], strict=True)]
+        v, snr, scale, conf = v[keep], snr[keep], scale[keep], conf[keep]
+        var = _var_features(snr, scale) @ np.array(self._det_model["var_coef"])
+        truth = []
+        for p in v:
+            d = np.linalg.norm(scene.targets_v - p, axis=1)
+            truth.append(int(d.argmin()) if d.min() < cfg.match_radius_v else -1)
+        self.shot_hits.append(sorted({t for t in truth if t >= 0}))
+        self.shot_dets.append([(float(p[0]), float(p[1]), t) for p, t in zip(v, truth, strict=True)])
+        return [Detection(p, float(s), float(c), shot) for p, s, c in zip(v, var, conf, strict=True)]
+
+
+def _prior_key(cfg: SearchRigConfig) -> SearchRigConfig:
+    """Only the scene-generation fields decide the learned priors."""
+    return _key(cfg, SCENE_FIELDS + ("prior_scenes",))
 
 
 def build_session(cfg: SearchRigConfig,
                   seed: int) -> tuple[SearchSession, dict[str, float], np.random.Generator]:
-    """Scene, calibration and detector streams are independent children of `seed`, so every
-    method meets the same scene and calibration for a given seed."""
-    scene_ss, calib_ss, det_ss, method_ss = np.random.SeedSequence(seed).spawn(4)
+    """Scene, calibration, detector, method and rendering streams are independent children of
+    `seed`, so every method meets the same scene, panorama and calibration for a given seed."""
+    if cfg.ppm_source == "segmenter":
+        from sims.zoo.search_segmenter import check_classes
+
+        check_classes(cfg.class_names)
+    scene_ss, calib_ss, det_ss, method_ss, render_ss = np.random.SeedSequence(seed).spawn(5)
     scene = make_scene(cfg, np.random.default_rng(scene_ss))
     px_to_v, calib_rmse = calibrate_wide_to_galvo(cfg, np.random.default_rng(calib_ss))
-    session = SearchSession(cfg, scene, px_to_v, np.random.default_rng(det_ss))
-    return session, {"calib_rmse_v": calib_rmse}, np.random.default_rng(method_ss)
+    pano = render_panorama(scene.geometry, scene.objects, cfg.class_names, np.random.default_rng(render_ss),
+                           noise=cfg.wide_noise)
+    session = SearchSession(cfg, scene, px_to_v, np.random.default_rng(det_ss), pano)
+    det = session._det_model
+    extra = {"calib_rmse_v": calib_rmse, "det_p_detect_calib": det["p_detect"],
+             "det_fp_per_crop_calib": det["fp_per_crop"], "det_sigma_floor_v": math.sqrt(det["var_coef"][0])}
+    return session, extra, np.random.default_rng(method_ss)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -348,8 +620,11 @@ def _match(est: np.ndarray, truth: np.ndarray, radius: float) -> list[tuple[int,
     return out
 
 
+BOUNDS = ("camera", "galvo", "detector", "compute")
+
+
 def search_metrics(session: SearchSession, tracks: list[Any], extra: dict[str, float]) -> dict[str, Any]:
-    """Recall against shots and time, localisation error (refined and single-shot), fps."""
+    """Recall against shots and time, localisation error (refined and single-shot), fps and its bound."""
     cfg, truth = session.cfg, session._scene.targets_v
     seen: set[int] = set()
     curve = []
@@ -361,16 +636,29 @@ def search_metrics(session: SearchSession, tracks: list[Any], extra: dict[str, f
     matched = _match(est, truth, cfg.match_radius_v)
     err = np.array([m[2] for m in matched])
     err_single = np.array([np.linalg.norm(single[i] - truth[j]) for i, j, _ in matched])
-    total = session.shot_time[-1] if session.shot_time else 0.0
+    total = session.shot_time[-1] if session.shot_time else session.clock
     n = session.shots_fired
-    nan = float("nan")
+    nan = math.nan  # one object, so equal results compare equal with ==
+    compute = sum(session.compute_s.values())
+    stand_alone = {"camera": n / cfg.camera_fps, "galvo": session.settle_total_s,
+                   "detector": n * cfg.detect_s, "compute": compute}
+    n_dets = sum(len(d) for d in session.shot_dets)
+    n_fp = sum(1 for d in session.shot_dets for *_, t in d if t < 0)
     return {
         "n_targets": len(truth), "n_shots": n, "total_time_s": total,
         "system_fps": n / total if total > 0 else nan,
+        "fps_bound": max(stand_alone, key=stand_alone.get),
+        **{f"time_{k}_s": v for k, v in stand_alone.items()},
+        "plan_s": session.compute_s["plan"], "segment_s": session.compute_s["segmentation"],
+        "capture_s": session.compute_s["capture"],
+        # wall-clock figures are reported only when they are charged, so results stay reproducible
+        "plan_measured_s": session.measured_s["plan"] if cfg.compute_clock == "measured" else nan,
+        "segment_measured_s": session.measured_s["segmentation"] if cfg.compute_clock == "measured" else nan,
         "recall": curve[-1] if curve else 0.0,
         "recall_localised": len(matched) / len(truth),
         "precision": len(matched) / len(tracks) if tracks else nan,
         "n_reported": len(tracks),
+        "det_fp_share": n_fp / n_dets if n_dets else nan,
         "loc_err_v": float(err.mean()) if len(err) else nan,
         "loc_err_single_v": float(err_single.mean()) if len(err) else nan,
         "loc_err_px": float(err.mean() * cfg.px_per_v) if len(err) else nan,
@@ -382,7 +670,8 @@ def search_metrics(session: SearchSession, tracks: list[Any], extra: dict[str, f
 
 #: The results a farm trial averages over its scenes (`RigSpec.metrics`).
 SEARCH_TRIAL_METRICS = ("recall", "total_time_s", "system_fps", "recall_localised", "precision", "loc_err_v",
-                        "loc_err_single_v", "loc_err_px", "mean_move_v", "n_shots", "calib_rmse_v")
+                        "loc_err_single_v", "loc_err_px", "mean_move_v", "n_shots", "calib_rmse_v",
+                        "plan_s", "segment_s", "det_fp_share")
 
 
 def search_method_config(method_name: str) -> type:
@@ -393,11 +682,12 @@ def search_method_config(method_name: str) -> type:
 
 
 def evaluate_search(rig_config: SearchRigConfig | dict | None, method_name: str,
-                    method_config: Any = None, seed: int = 0) -> dict[str, Any]:
+                    method_config: Any = None, seed: int = 0, keep_session: bool = False) -> dict[str, Any]:
     """Single pure entry point: build scene + rig for `seed`, run one search method, score it.
 
     `rig_config` / `method_config` may be config objects, plain dicts of overrides, or None.
-    The result carries `curve_recall` / `curve_time_s` (one value per shot) besides the scalars.
+    The result carries `curve_recall` / `curve_time_s` (one value per shot) besides the scalars;
+    `keep_session=True` adds the session and tracks under `_session` / `_tracks` (for pictures).
     """
     from methods.ppm_search import SEARCH_METHODS
 
@@ -417,7 +707,9 @@ def evaluate_search(rig_config: SearchRigConfig | dict | None, method_name: str,
     session, extra, rng = build_session(rig_config, seed)
     tracks = spec.run(session, method_config, rng)
     out = search_metrics(session, tracks, extra)
-    out.update(method=method_name, seed=seed)
+    out.update(method=method_name, seed=seed, ppm_source=rig_config.ppm_source)
+    if keep_session:
+        out.update(_session=session, _tracks=tracks)
     return out
 
 
