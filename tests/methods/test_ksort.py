@@ -315,6 +315,14 @@ def test_negative_variance_is_counted_not_raised():
     four = KSortRanker(names[:4])
     four.update(names[:4], Outcome.full_ranking([0, 1, 2, 3]))
     assert four.negative_variance_votes == 0
+    # a high floor: K = 4 lands on it (factor 0.236 < 0.9²) without going negative
+    high = KSortRanker(names[:4], KSortConfig(floor_frac=0.9))
+    high.update(names[:4], Outcome.full_ranking([0, 1, 2, 3]))
+    assert high.negative_variance_votes == 0 and high.floored_votes == 1
+    # the factor is scale-free: σ0 = 1, β = 0.5 puts K = 5's first vote just below zero (−0.019)
+    small = KSortRanker(names[:5], KSortConfig(mu0=0.0, sigma0=1.0, beta=0.5))
+    small.update(names[:5], Outcome.full_ranking([0, 1, 2, 3, 4]))
+    assert small.negative_variance_votes == 1
 
 
 def test_sequential_reading_converges_at_k6_where_simultaneous_freezes():

@@ -88,9 +88,9 @@ def test_bad_arguments():
 
 # --- looser criteria, constraints per vote, best-mode diagnostics (issue 18) -------------------
 def test_first_stable_below_and_first_touch():
-    mse = np.array([3.0, 0.8, 0.4, 1.2, 0.9, 0.0, 0.5, 0.0, 0.0])
+    mse = np.array([3.0, 0.8, 0.4, 1.2, 1.0, 0.0, 0.5, 0.0, 0.0])
     votes = np.arange(1, 10)
-    assert first_stable_below(mse, votes, 3, 1.0) == 5  # 0.9, 0.0, 0.5, ... all ≤ 1
+    assert first_stable_below(mse, votes, 3, 1.0) == 5  # 1.0, 0.0, 0.5, ... all ≤ 1 (≤, not <)
     assert first_stable_below(mse, votes, 2, 1.0) == 2  # 0.8, 0.4
     assert first_stable_below(mse, votes, 2, 0.0) == 8
     assert first_stable_below(mse, votes, 3, 0.0) is None
