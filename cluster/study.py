@@ -26,6 +26,7 @@ already handles (a RUNNING trial with a COMPLETE row is told COMPLETE; one witho
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -108,6 +109,9 @@ class StudyRunner:
         self.trials: dict[int, optuna.Trial] = {}
         self.meta: dict[int, dict[str, int]] = {}  # number -> root, seed, attempt, retries
         self._n_waiting = self._n_logical = 0
+        # grid points planned but not yet enqueued (issue 20)
+        self._grid_pending: collections.deque[dict[str, Any]] = collections.deque()
+        self.grid_window = max(64, 4 * self.cfg.actors * self.cfg.inflight_per_actor)
         # root trial -> (next chunk, checkpoint): lets a retried stream resume after its last
         # landed chunk instead of recounting it (held in driver memory only).
         self.checkpoints: dict[int, tuple[int, Any]] = {}
@@ -214,18 +218,24 @@ class StudyRunner:
         return grid_points(self.spec.space, self.spec.grid)[: self.cfg.n_trials]
 
     def enqueue_grid(self) -> int:
-        """Enqueue grid points that are neither done, waiting, running nor given up on."""
+        """Plan the grid points that are neither done, waiting, running nor given up on; return how
+        many. They are enqueued in order, a window at a time (`_top_up_grid`): Optuna's ask scans
+        the queue, so a queue of 10,000 points would make every ask cost O(10,000)."""
         covered = set()
         for t in self.study.get_trials(deepcopy=False):
             gave_up = t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") == "task_error"
             if gave_up or t.state in COVERING:
                 covered.add(t.user_attrs.get("params_json") or params_key(t.params))
-        added = 0
-        for point in self._grid():
-            if params_key(point) not in covered:
-                self._enqueue(point, attempt=1, retries=0)
-                added += 1
-        return added
+        planned = [point for point in self._grid() if params_key(point) not in covered]
+        self._grid_pending.extend(planned)
+        self._top_up_grid()
+        return len(planned)
+
+    def _top_up_grid(self) -> None:
+        """Enqueue planned grid points until `grid_window` wait in the queue (bulk: one flush)."""
+        while self._grid_pending and self._n_waiting < self.grid_window:
+            self._enqueue(self._grid_pending.popleft(), attempt=1, retries=0)
+            self._n_waiting += 1
 
     def _count_waiting_and_logical(self) -> None:
         """Read the study once; afterwards the driver (its only writer) keeps the counts itself."""
@@ -236,6 +246,8 @@ class StudyRunner:
         )
 
     def _next_trial(self) -> optuna.Trial | None:
+        if self._grid_pending and self._n_waiting * 2 < self.grid_window:
+            self._top_up_grid()
         popped_waiting = self._n_waiting > 0
         if not popped_waiting:
             if self.cfg.sampler == "grid":
