@@ -30,6 +30,11 @@ The U-Net's weights are random (its architecture is the official DDPM CIFAR-10 o
 `google/ddpm-cifar10-32` config): timings do not depend on weight values; the relative output error of
 the INT8 U-Net is printed as a check that the INT8 path computes the same function, not as a quality.
 
+Clock: wall clock by default. On a shared CPU a kernel that finishes within one scheduler slice is
+preempted less often than a long one, so under load the wall clock favours the shorter (INT8) call
+beyond what the A/A control shows; `clock=cpu` times the thread's own CPU time instead (threads=1),
+and the 1-minute load average at the start and end is in the summary [ours].
+
 Statistics: `repeats` replicates; in each, every kernel is timed after `warmup` calls as the fastest
 of `inner` calls (CPU) or the mean of `inner` back-to-back calls (CUDA), kernels interleaved in a
 rotating order; ratios are per replicate, reported as their median with a percentile-bootstrap 95 %
@@ -43,6 +48,7 @@ bare `_int_mm` GEMM, the bound for a kernel with quantization fused into the pre
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -78,6 +84,7 @@ class Int8BenchConfig:
     step_inner: int = 2  # calls per whole-step timing
     warmup: int = 1  # untimed calls before each timing
     threads: int = 1  # torch CPU threads
+    clock: str = "wall"  # 'wall' (perf_counter) or 'cpu' (this thread's CPU time; CPU, threads=1 only)
     conv3x3: bool = True  # also time 3x3 convs as im2col GEMMs (a GEMM-only bound)
     whole_step: bool = True  # time the whole U-Net step fp32 vs INT8
     seed: int = 0
@@ -94,6 +101,12 @@ class Int8BenchConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"{name} must be an int >= {low}, got {v!r}"
                                   + (" (a CI needs at least 3 replicates)." if name == "repeats" else "."))
+        if self.clock not in ("wall", "cpu"):
+            raise ConfigError(f"clock must be 'wall' or 'cpu', got {self.clock!r}.")
+        if self.clock == "cpu" and (self.device != "cpu" or self.threads != 1):
+            raise ConfigError("clock='cpu' times this thread's CPU time: it needs device='cpu' and "
+                              "threads=1, "
+                              f"got device={self.device!r}, threads={self.threads}; use clock='wall'.")
         if self.version != 1:
             raise ConfigError(f"Int8BenchConfig version {self.version} is unknown; this code reads 1.")
 
@@ -257,7 +270,7 @@ def probe(device: str) -> dict[str, str]:
     return out
 
 
-def _timer(device: str, inner: int, warmup: int):
+def _timer(device: str, inner: int, warmup: int, clock: str = "wall"):
     """CPU: the fastest of `inner` individually timed calls (timeit's advice: the least disturbed one,
     which matters on a shared machine); CUDA: the mean of `inner` back-to-back calls between two
     synchronisations (a sync per call would add its own latency to microsecond kernels) [ours]."""
@@ -273,14 +286,16 @@ def _timer(device: str, inner: int, warmup: int):
             return (time.perf_counter() - t0) / inner
         return run_cuda
 
+    now = time.thread_time if clock == "cpu" else time.perf_counter
+
     def run_cpu(fn) -> float:
         for _ in range(warmup):
             fn()
         best = float("inf")
         for _ in range(inner):
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, now() - t0)
         return best
     return run_cpu
 
@@ -311,7 +326,8 @@ def body(run: BenchRun) -> dict[str, Any]:
     x, t = x.to(dev), 500
     avail = probe(dev)
     kernels = [k for k in KERNELS if avail[k] == "ok"]
-    env = {"device": dev, "torch": torch.__version__, "threads": cfg.threads, "seed": cfg.seed,
+    env = {"device": dev, "torch": torch.__version__, "threads": cfg.threads, "clock": cfg.clock,
+           "seed": cfg.seed,
            "unet": cfg.unet, "batch": cfg.batch, "gpu": torch.cuda.get_device_name() if dev == "cuda" else ""}
     run.table("kernels", [{"kernel": k, "status": avail[k], **env} for k in KERNELS],
               "INT8 kernels probed on this machine")
@@ -322,7 +338,8 @@ def body(run: BenchRun) -> dict[str, Any]:
     layers = [r for r in gemm_layers(unet, x, t) if r["kind"] in kinds_timed]
     shapes = sorted({(r["M"], r["K"], r["N"]) for r in layers})
     fns = {s: _kernels(s, dev, gen) for s in shapes}
-    timer = _timer(dev, cfg.inner, cfg.warmup)
+    timer = _timer(dev, cfg.inner, cfg.warmup, cfg.clock)
+    load0 = os.getloadavg()[0]
     names = ["fp32", "fp32_b", *kernels]
     times = {s: {k: np.zeros(cfg.repeats) for k in names} for s in shapes}
     rng = np.random.default_rng(cfg.seed)
@@ -380,7 +397,9 @@ def body(run: BenchRun) -> dict[str, Any]:
     gain = Estimate(head.value - 1, head.lo - 1, head.hi - 1, head.n, head.level, head.method)
     out.update(run.claim("int8_gain", gain, floor, f"{head_k} on the U-Net's Linear/1x1 GEMMs, {dev}"))
     if cfg.whole_step:
-        out.update(_whole_step(run, cfg, unet, x, t, _timer(dev, cfg.step_inner, cfg.warmup), avail, env))
+        step_timer = _timer(dev, cfg.step_inner, cfg.warmup, cfg.clock)
+        out.update(_whole_step(run, cfg, unet, x, t, step_timer, avail, env))
+    out.update(loadavg_start=f"{load0:.2f}", loadavg_end=f"{os.getloadavg()[0]:.2f}", clock=cfg.clock)
     out.update(int8_speedup=f"{head.value:.3f}", int8_speedup_lo=f"{head.lo:.3f}",
                int8_speedup_hi=f"{head.hi:.3f}", device=dev, kernel=head_k)
     return out

@@ -32,12 +32,15 @@ def test_gemm_shapes_account_for_every_linear_and_conv_mac():
 
 
 @pytest.mark.parametrize("layer", [nn.Linear(24, 40), nn.Conv2d(24, 40, 1)])
-def test_int8_layer_matches_fp32_layer(layer):
+def test_int8_layer_matches_fp32_layer(layer, monkeypatch):
     torch.manual_seed(0)
     q = bench_int8.Int8Matmul(layer)
     x = torch.randn(2, 24, 5, 3) if isinstance(layer, nn.Conv2d) else torch.randn(7, 3, 24)
+    calls, real = [], torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda a, b: calls.append((a.dtype, b.dtype)) or real(a, b))
     with torch.no_grad():
         ref, got = layer(x), q(x)
+    assert calls == [(torch.int8, torch.int8)]  # the product really runs in the INT8 kernel
     assert got.shape == ref.shape
     rel = float((got - ref).norm() / ref.norm())
     assert 1e-5 < rel < 0.02  # quantized (not a float passthrough), and close to the fp32 layer
@@ -77,6 +80,16 @@ def test_device_cuda_without_a_gpu_is_refused(tmp_path, capsys):
     assert "CUDA" in err and "--device cpu" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("bad", ["repeats=2", "device=\"tpu\"", "unet=\"sd\""])
+def test_cpu_clock_ignores_time_the_thread_does_not_run():
+    import time
+
+    nap = lambda: time.sleep(0.03)  # noqa: E731 - off the CPU, as a preempted kernel
+    assert bench_int8._timer("cpu", 2, 0, "wall")(nap) >= 0.025
+    assert bench_int8._timer("cpu", 2, 0, "cpu")(nap) < 0.01
+
+
+@pytest.mark.parametrize("bad", [["repeats=2"], ['device="tpu"'], ['unet="sd"'], ['clock="tsc"'],
+                                 ['clock="cpu"', "threads=2"]])
 def test_bad_config_exits_2(tmp_path, bad):
-    assert bench_int8.main(["--out", str(tmp_path), "--set", bad]) == 2
+    sets = [w for kv in bad for w in ("--set", kv)]
+    assert bench_int8.main(["--out", str(tmp_path), *sets]) == 2
