@@ -578,12 +578,20 @@ def true_parameter_points(rec: TruthRecord, shots: Shots, u: np.ndarray, tier: s
     return g3.triangulate(tr.p, u, tr.eff_cam(shots.v_cam, t), tr.eff_laser(shots.v_laser, t))
 
 
+def point_errors(meas: Measurements, rec: TruthRecord,
+                out: MethodOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per extracted test point: true position, calibrated error and floor error (mm)."""
+    ok, X = out.ok["test"], rec.X["test"][out.ok["test"]]
+    err = np.linalg.norm(out.test_points[ok] - X, axis=1)
+    floor = true_parameter_points(rec, meas.test.take(ok), out.u["test"][ok], "test")
+    return X, err, np.linalg.norm(floor - X, axis=1)
+
+
 def score(meas: Measurements, rec: TruthRecord, out: MethodOutput) -> dict[str, Any]:
     """Reconstruction error on the test points, beside the floor (true rig, same extracted pixels)."""
     ok, X = out.ok["test"], rec.X["test"]
     shots, u = meas.test.take(ok), out.u["test"][ok]
-    err = np.linalg.norm(out.test_points[ok] - X[ok], axis=1)
-    floor = np.linalg.norm(true_parameter_points(rec, shots, u, "test") - X[ok], axis=1)
+    _, err, floor = point_errors(meas, rec, out)
 
     def rec_err(x: np.ndarray) -> np.ndarray:
         return np.linalg.norm(g3.triangulate(g3.decode(meas.design, x), u, shots.v_cam, shots.v_laser)
