@@ -29,7 +29,8 @@ results/bench_ptq/<run_id>/; the last line is `summary: key=value ...` (`cnn.fp=
 mean top-1, ...). With ≥ 2 seeds it adds the direction claims, paired by seed (every method
 calibrates on the same per-seed draw), as mean top-1 difference with its 95% t-interval and a
 verdict (`supported` only when the CI excludes 0): `<model>.<bits>.<method>_vs_minmax` for every
-other method when `minmax` ran, and `<model>.<bits>.mgrq_vs_brecq` / `mgrq_vs_qdrop` when they ran.
+other method when `minmax` ran, and `<model>.<bits>.mgrq_vs_brecq` / `mgrq_vs_qdrop` /
+`mgrq_vs_repq_vit` when they ran.
 """
 
 from __future__ import annotations
@@ -259,7 +260,8 @@ def claims(run: BenchRun, res: dict[str, Any], key_of) -> dict[str, Any]:
     for (model, bits, method), r in by.items():
         pairs = [("minmax", "reconstruction beats min-max")] if method != "minmax" else []
         if method == "mgrq":
-            pairs += [("brecq", "MGRQ >= BRECQ"), ("qdrop", "MGRQ >= QDrop")]
+            pairs += [("brecq", "MGRQ >= BRECQ"), ("qdrop", "MGRQ >= QDrop"),
+                      ("repq_vit", "MGRQ >= its RepQ-ViT start")]
         for base, what in pairs:
             other = by.get((model, bits, base))
             if other is None or len(r["top1"]) < 2:
