@@ -271,3 +271,22 @@ def test_cache_point_config_validation():
     cfg = DeepCacheConfig(interval=2, cache_point="up.1.res.1")
     s = deepcache_method(tiny_unet(), tiny_scheduler(), 10, cfg)
     assert s.dc.cache_point == "up.1.res.1" and s.refresh == [0, 2, 4, 6, 8]
+
+
+@pytest.mark.slow
+def test_ddpm_cifar10_cached_step_fractions_match_the_official_deepcache_numbers():
+    """The official DDPM-CIFAR DeepCache caches at one ResBlock: a cached step costs 21 % of a full
+    step at its branch 0 (level 0, block 0) and 54 % at branch 2 (level 0's downsampler), the
+    numbers in reference/quant.md § 3.2; the same points here are down.0.res.0 and down.0.down."""
+    from diffusers import UNet2DModel
+
+    from methods.deepcache import cache_point_macs
+
+    unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+                       block_out_channels=(128, 256, 256, 256), attention_head_dim=None,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")).eval()
+    rows = cache_point_macs(unet, torch.randn(1, 3, 32, 32), 500, points=["down.0.res.0", "down.0.down"])
+    assert [r["cache_point"] for r in rows] == ["up.3.res.1", "up.2.res.2"]
+    assert rows[0]["fraction"] == pytest.approx(0.21, abs=0.01)
+    assert rows[1]["fraction"] == pytest.approx(0.54, abs=0.02)
