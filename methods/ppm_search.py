@@ -325,9 +325,12 @@ class PPM:
         return out
 
 
-def _planning(session: Any, n: int) -> contextlib.AbstractContextManager:
-    """The rig's clock for planning a round of n shots (a session without one charges nothing)."""
-    return session.computing(n) if hasattr(session, "computing") else contextlib.nullcontext()
+def _planning(session: Any, n: int, planner: str) -> contextlib.AbstractContextManager:
+    """The rig's clock for planning a round of n shots (a session without one charges nothing);
+    the identity planner does no O(n²) routing work."""
+    if not hasattr(session, "computing"):
+        return contextlib.nullcontext()
+    return session.computing(n, routed=planner != "identity")
 
 
 def _route(session: Any, shots: np.ndarray, planner: str) -> np.ndarray:
@@ -347,7 +350,7 @@ def raster(session: Any, cfg: RasterConfig, rng: np.random.Generator) -> list[Tr
     centres = -half + session.field_v * (np.arange(n) + 0.5) / n
     rows = [np.stack([centres if r % 2 == 0 else centres[::-1], np.full(n, centres[r])], axis=1)
             for r in range(n)]   # snake, starting with the top rows of the view (Vy < 0)
-    with _planning(session, min(cfg.budget, n * n)):
+    with _planning(session, min(cfg.budget, n * n), cfg.planner):
         shots = _route(session, np.vstack(rows)[: cfg.budget], cfg.planner)
     return merge_detections(session.fire(shots), MERGE_L1_V, fuse=False)
 
@@ -355,7 +358,7 @@ def raster(session: Any, cfg: RasterConfig, rng: np.random.Generator) -> list[Tr
 @register_search("uniform", UniformConfig)
 def uniform(session: Any, cfg: UniformConfig, rng: np.random.Generator) -> list[Track]:
     lim = session.field_v / 2 - session.fov_v / 2
-    with _planning(session, cfg.budget):
+    with _planning(session, cfg.budget, cfg.planner):
         shots = _route(session, rng.uniform(-lim, lim, (cfg.budget, 2)), cfg.planner)
     return merge_detections(session.fire(shots), MERGE_L1_V, fuse=False)
 
@@ -363,7 +366,7 @@ def uniform(session: Any, cfg: UniformConfig, rng: np.random.Generator) -> list[
 @register_search("ppm", PPMConfig)
 def ppm_sampling(session: Any, cfg: PPMConfig, rng: np.random.Generator) -> list[Track]:
     session.wide_view()   # capture + segmentation are charged by the rig, not as planning
-    with _planning(session, cfg.budget):
+    with _planning(session, cfg.budget, cfg.planner):
         ppm = PPM(session, cfg.gamma, cfg.explore, cfg.seg_threshold)
         shots = _route(session, ppm.sample(cfg.budget, rng, cfg.inhibit, cfg.assumed_p_detect), cfg.planner)
     return merge_detections(session.fire(shots), MERGE_L1_V, fuse=False)
@@ -417,7 +420,7 @@ def ppm_probability_search(session: Any, cfg: PPMSearchConfig, rng: np.random.Ge
     for rnd, n_round in enumerate(_round_sizes(cfg)):
         if getattr(session, "out_of_time", False):
             break
-        with _planning(session, n_round):
+        with _planning(session, n_round, cfg.planner):
             ppm = ppm or PPM(session, cfg.gamma, cfg.explore, cfg.seg_threshold)
             focus = np.zeros((0, 2)) if rnd == 0 else _focus_shots(
                 tracks, round(cfg.focus_frac * n_round), cfg, fov, rng)

@@ -19,8 +19,11 @@ this file only decides what to try. All of it is our design [inferred]:
   plus the method's (search) or calibration's (scanner) `search_space()`, multi-objective:
   search recall ↑ vs simulated search time ↓ (shots per round is a knob, so the front is the
   recall a rig buys per second); scanner RMSE ↓ vs calibration wall time ↓. By default only design
-  knobs are tuned: detector or noise quality (p_detect, fp_per_shot, stripe_noise_px) would just
-  be driven to their best value; add them with --set search.rig_params=[...] to see their weight;
+  knobs are tuned (search: galvo settle time and settle model, camera rate, detector latency; the
+  PPM-search budget split, sampling range and the segmenter-confidence threshold); detector or
+  noise quality (det_min_snr, conf_threshold, stripe_noise_px) would just be driven to their best
+  value; add them with --set search.rig_params=[...] to see their weight. The search rig works
+  from rendered pixels (issue 19): planning and segmentation are charged to its clock;
 - grid mode (reproducible): search methods × budgets on the default rig; scanner calibration
   tiers × stripe noise (with the static-camera baseline);
 - each search trial averages `scenes` scenes; with `paired` (default) every trial meets the same
@@ -78,8 +81,9 @@ class SearchFarmConfig:
     methods: tuple[str, ...] = ("raster", "uniform", "ppm", "ppm_search")
     budgets: tuple[int, ...] = (60, 145)
     method: str = "ppm_search"
-    rig_params: tuple[str, ...] = ("settle_s", "camera_fps", "detect_s")
-    method_params: tuple[str, ...] = ("round1_frac", "n_rounds", "focus_frac", "k_sigma", "gamma")
+    rig_params: tuple[str, ...] = ("settle_s", "settle_model", "camera_fps", "detect_s")
+    method_params: tuple[str, ...] = ("round1_frac", "n_rounds", "focus_frac", "k_sigma", "gamma",
+                                      "seg_threshold")
     budget_range: tuple[int, ...] = (40, 290)  # (low, high); `tuple[int, int]` trips cluster.config
     scenes: int = 4
     paired: bool = True

@@ -525,11 +525,12 @@ class SearchSession:
         return self.wide_view().argmax(-1)
 
     @contextlib.contextmanager
-    def computing(self, n_shots: int) -> Iterator[None]:
-        """Charge the planning of a round of `n_shots` (measured wall time or the cost model)."""
+    def computing(self, n_shots: int, routed: bool = True) -> Iterator[None]:
+        """Charge the planning of a round of `n_shots` (measured wall time or the cost model;
+        `routed=False`: no O(n²) routing, the model charges only `plan_s0`)."""
         start = time.perf_counter()
         yield
-        model = self.cfg.plan_s0 + self.cfg.plan_s2 * n_shots ** 2
+        model = self.cfg.plan_s0 + (self.cfg.plan_s2 * n_shots ** 2 if routed else 0.0)
         self._charge("plan", self._charged("plan", time.perf_counter() - start, model))
 
     def fire(self, shots_v: np.ndarray) -> list[Detection]:

@@ -100,12 +100,15 @@ def test_detector_rejects_poles_and_flat_crops():
     assert len(detect_blobs(flat, min_snr=5.0)) == 0
 
 
-def test_a_crop_on_a_target_shows_it(scene):
+def test_a_crop_near_a_target_shows_it_where_it_is(scene):
+    # Pointed 0.08 V left of and 0.06 V above a target, the camera sees it at +(0.08, 0.06) V from
+    # the crop centre: catches a flipped or transposed crop grid, not only a missing target.
     hits = 0
+    shift = np.array([0.08, 0.06])
     for t_v in scene.targets_v:
-        img = render_crop(scene.geometry, scene.objects, CFG.class_names, t_v, CFG.fov_v, CFG.crop_px,
+        img = render_crop(scene.geometry, scene.objects, CFG.class_names, t_v - shift, CFG.fov_v, CFG.crop_px,
                           PX_TO_V, np.random.default_rng(0))
         det = detect_blobs(img, min_snr=5.0)
         off = det[:, :2] / CFG.crop_px * CFG.fov_v - CFG.fov_v / 2
-        hits += bool(len(det)) and np.linalg.norm(off, axis=1).min() < 0.03
+        hits += bool(len(det)) and np.linalg.norm(off - shift, axis=1).min() < 0.03
     assert hits >= 0.75 * len(scene.targets_v)
