@@ -339,8 +339,8 @@ def _joint_table(run: BenchRun, rows: list[dict[str, Any]]) -> dict[str, Any]:
             ("cost from truth / cost from staged (3D-only)", c("joint3d_cost_from_truth_ratio")),
             ("3D-only train/test RMSE", ratio),
             ("over-fit prediction sqrt((n−p)/(n+p))", c("overfit_pred_ratio")),
-            ("cond(J) 3D-only, scaled", c("cond_3d")),
-            ("cond(J) stacked, scaled", c("cond_stacked")),
+            ("log10 cond(J) 3D-only, scaled", list(np.log10(c("cond_3d")))),
+            ("log10 cond(J) stacked, scaled", list(np.log10(c("cond_stacked")))),
         )
     ]
     run.table("joint", table, "joint-tier diagnosis on all_effects (mean [95% t-CI over seeds])")
