@@ -112,3 +112,21 @@ def test_a_crop_near_a_target_shows_it_where_it_is(scene):
         off = det[:, :2] / CFG.crop_px * CFG.fov_v - CFG.fov_v / 2
         hits += bool(len(det)) and np.linalg.norm(off - shift, axis=1).min() < 0.03
     assert hits >= 0.75 * len(scene.targets_v)
+
+
+def test_committed_segmenter_reproduces_its_card_on_held_out_panoramas():
+    from sims.rigs.search_rig import SEGMENTER_EVAL_KEY
+    from sims.zoo.registry import read_card
+    from sims.zoo.search_segmenter import NAME, panorama_dataset, segment_panorama
+
+    card = read_card(NAME)
+    assert card["val_miou"] > 3 * card["majority_miou"] and card["wall_time_s"] < 600
+    x, y = panorama_dataset(SEGMENTER_EVAL_KEY, 2)
+    names = ("road", "sidewalk", "tree", "building", "sky")
+    for img, lab in zip(x, y, strict=True):
+        probs = segment_panorama(img[:3].numpy().transpose(1, 2, 0), names)
+        assert probs.shape == lab.shape + (5,) and np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+        assert (probs.argmax(-1) == lab.numpy()).mean() > 0.97
+    # the caller's class order is honoured
+    swapped = segment_panorama(x[0, :3].numpy().transpose(1, 2, 0), names[::-1])
+    assert np.allclose(swapped[..., ::-1], segment_panorama(x[0, :3].numpy().transpose(1, 2, 0), names))
