@@ -6,7 +6,10 @@ several configurations share (DPS features, cache corrections), and returns plai
 generic `actors.evaluator.Evaluator` (task protocol in that module).
 
 A trial's parameters are a flat dict of typed values, `ShardPoint`: interval (int), schedule
-(str), bits (canonical spelling, e.g. 'w8a8'), corrections (none / cache / quant / both). The task
+(str), bits (canonical spelling, e.g. 'w8a8'), corrections (none / cache / quant / both) and
+quantizer ('qdiffusion', CacheQuant's own per-timestep PTQ, the default; 'dilatequant': DilateQuant's
+WD + TPQ + BKD U-Net inside the cached sampler, the two lab methods composed — a point names it only
+when it is not the default, so the default grid's points and rows are unchanged). The task
 builds a `ShardPoint` once with `from_dict` (unknown keys refused) and from it the method's
 `CacheQuantConfig`, which is the one place a schedule or bit width is validated. Metrics: per-sample
 MACs and BOPs of the sampling loop and their speed-ups over FP full compute; wall-clock and CPU-time
@@ -35,6 +38,7 @@ from methods.errors import ConfigError, did_you_mean
 
 CORRECTIONS = {"none": (False, False), "cache": (True, False), "quant": (False, True), "both": (True, True)}
 QUALITY = ("auto", "digit_fd", "mse")
+FP_QUANTIZER = "qdiffusion"  # ShardPoint.quantizer's default: CacheQuant's own per-timestep PTQ
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,14 @@ class ShardPoint(ConfigDict):
 
     interval: cache interval N (1 = no caching); schedule: uniform | nonuniform | dps | qdps;
     bits: a bits spec ('fp', 'w8a8', ...); corrections: none | cache | quant | both (cache DEC,
-    quantization DEC, both).
+    quantization DEC, both); quantizer: qdiffusion (default) | dilatequant.
     """
 
     interval: int = 1
     schedule: str = "uniform"
     bits: str = "fp"
     corrections: str = "none"
+    quantizer: str = "qdiffusion"
 
     def __post_init__(self) -> None:
         if self.corrections not in CORRECTIONS:
@@ -57,6 +62,14 @@ class ShardPoint(ConfigDict):
                 f"corrections must be one of {list(CORRECTIONS)}, got {self.corrections!r}. "
                 f"{did_you_mean(str(self.corrections), CORRECTIONS)}"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The point's columns; `quantizer` only when it is not the default, so the default grid's
+        points (and rows) are exactly what they were before the field existed."""
+        out = super().to_dict()
+        if out["quantizer"] == FP_QUANTIZER:
+            del out["quantizer"]
+        return out
 
     def method_config(self, calib_samples: int) -> CacheQuantConfig:
         """The method's config; it validates interval, schedule and bits (the only place that does)."""
@@ -69,6 +82,7 @@ class ShardPoint(ConfigDict):
             quant_dec=quant_dec,
             calib_samples=calib_samples,
             dps_samples=calib_samples,
+            quantizer=self.quantizer,
         )
 
 

@@ -28,6 +28,13 @@ reference/quant.md § 3.
   up-block's first ResBlock — per step t and output channel, regress the FP output W X on the
   quantized output W_q Q(X) with the same closed form; applied at every step [inferred: the code
   fits per step; which steps are corrected is our reading].
+* [ours] `quantizer="dilatequant"` composes the two lab methods (no published code does): the
+  quantized U-Net inside the cached sampler is DilateQuant's (`methods.dilatequant`: WD + TPQ + BKD,
+  `dq_iters` iterations per unit on up to `dq_calib` (x_t, t) samples of the FP trajectories of the
+  calibration noise), trained once and shared by every schedule; its per-step quantizers follow the
+  sampler's step (its `StepIndex` replaces the clock), and cache DEC, quantization DEC and
+  quantization-aware DPS apply to it as to the default quantizer ('qdiffusion': the per-timestep PTQ
+  above). Unconditional UNet2DModel only, bits w2..8 a2..8.
 * [inferred] Sizes (calibration/DPS trajectories) are arguments; the paper uses 8 trajectories for
   DPS and 64 for calibration at T = 250.
 """
@@ -44,6 +51,7 @@ import torch
 from torch import nn
 
 from methods.deepcache import SCHEDULES, DeepCacheUNet, cache_schedule, sample_loop
+from methods.dilatequant import UNET_QAT_BITS, DilateQuantConfig, prepare_dilatequant
 from methods.errors import ConfigError, did_you_mean
 from methods.qdiffusion import SplitActQuant, apply_split, find_concat_splits
 from methods.quant import QuantConfig, check_ready_for_eval, finalize_for_eval, quantize_
@@ -52,8 +60,12 @@ from methods.quant.modules import QuantConv2d, _QuantWeightLayer
 from methods.quant.observers import Observer
 from methods.quant.primitives import choose_qparams
 from methods.quant.quantizers import QuantizerBase, TimestepQuantizer
+from methods.quant.unet_units import TemporalActQuant, fp_trajectories
 
 CQ_SCHEDULES = (*SCHEDULES, "dps", "qdps")
+#: Who quantizes the U-Net inside the cached sampler: CacheQuant's own per-timestep PTQ
+#: ('qdiffusion', the default) or DilateQuant's WD + TPQ + BKD model ('dilatequant').
+QUANTIZERS = ("qdiffusion", "dilatequant")
 #: The bits CacheQuant takes (`methods.quant.bits`): 'fp' or w2..16 a2..16, no kv, no overrides.
 CQ_BITS = {**FAKE_QUANT, "who": "CacheQuant"}
 
@@ -288,9 +300,23 @@ class CacheQuantConfig:
     dps_samples: int = 8
     act_observer: str = "percentile"
     seed: int = 0
+    quantizer: str = "qdiffusion"
+    dq_iters: int = 20
+    dq_calib: int = 256
     version: int = 1
 
     def __post_init__(self) -> None:
+        if self.quantizer not in QUANTIZERS:
+            raise ConfigError(f"quantizer must be one of {list(QUANTIZERS)}, got {self.quantizer!r}. "
+                              f"{did_you_mean(str(self.quantizer), QUANTIZERS)}")
+        if self.quantizer == "dilatequant":
+            if canonical_bits(self.bits, **CQ_BITS) == "fp":
+                raise ConfigError("quantizer 'dilatequant' quantizes the U-Net; bits 'fp' has nothing to "
+                                  "quantize. Use bits like 'w4a4' or quantizer 'qdiffusion'.")
+            canonical_bits(self.bits, **UNET_QAT_BITS, who="CacheQuant with quantizer 'dilatequant'")
+            if self.dq_iters < 0 or self.dq_calib < 1:
+                raise ConfigError(f"dq_iters must be >= 0 and dq_calib >= 1, got {self.dq_iters}, "
+                                  f"{self.dq_calib}.")
         if not isinstance(self.interval, int) or self.interval < 1:
             raise ConfigError(f"interval must be an int >= 1, got {self.interval!r}.")
         if self.schedule not in CQ_SCHEDULES:
@@ -416,8 +442,11 @@ def prepare_cachequant(
     dps_noise, cal_noise = calib_noise[: config.dps_samples], calib_noise[: config.calib_samples]
     report: dict[str, Any] = {}
     memo = {} if memo is None else memo
+    dq_model = None
+    if config.quantized and config.quantizer == "dilatequant":
+        dq_model, clock = _dilatequant_model(unet, scheduler, steps, config, cal_noise, cond, memo, report)
     refresh = _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise, clock, cond,
-                               report, memo)
+                               report, memo, dq_model)
     report["refresh"] = list(refresh)
     cache_fix = None
     if config.cache_dec and len(refresh) < steps:
@@ -428,7 +457,11 @@ def prepare_cachequant(
         report["cache_dec_mse_before"], report["cache_dec_mse_after"] = _mean_errors(cache_fix.errors)
     dc = fp_dc
     if config.quantized:
-        qm = quantize_per_timestep(unet, config, scheduler, steps, refresh, cal_noise, clock, cache_fix, cond)
+        if dq_model is not None:
+            qm = dq_model
+        else:
+            qm = quantize_per_timestep(unet, config, scheduler, steps, refresh, cal_noise, clock, cache_fix,
+                                       cond)
         dc = DeepCacheUNet(qm, config.branch)
         if config.quant_dec:
             _fit_quant_dec(dc, scheduler, steps, refresh, cal_noise, clock, cache_fix, cond, report)
@@ -449,7 +482,34 @@ def fit_cache_correction(dc: DeepCacheUNet, scheduler: Any, steps: int, refresh:
     return fix
 
 
-def _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise, clock, cond, report, memo):
+def _dilatequant_model(unet, scheduler, steps, config, cal_noise, cond, memo, report):
+    """A fresh copy of DilateQuant's quantized U-Net for this configuration and the step index that
+    drives its per-step quantizers (it replaces the sampler's clock). The model is trained once per
+    (bits, calibration, iterations, seed) and kept in `memo`: it does not depend on the cache schedule
+    [inferred: calibrated and distilled on the FP sampler's refresh-every-step trajectories, as
+    DilateQuant does; CacheQuant's own quantizer calibrates on the cached trajectory]. Each
+    configuration gets a deep copy, because quantization DEC wraps layers of the model in place."""
+    if cond:
+        raise ConfigError("quantizer 'dilatequant' takes unconditional UNet2DModel U-Nets; got conditioning "
+                          f"{sorted(cond)}. Use quantizer 'qdiffusion'.")
+    key = ("dilatequant", config.bits, config.calib_samples, config.dq_calib, config.dq_iters, config.seed)
+    if key not in memo:
+        traj = fp_trajectories(unet, scheduler, cal_noise, steps)
+        size = min(config.dq_calib, traj.trajectories * steps)
+        dq_cfg = DilateQuantConfig(bits=config.bits, iters=config.dq_iters, calib_size=size,
+                                   batch_size=min(32, size), trajectories=traj.trajectories, seed=config.seed)
+        with torch.enable_grad():  # BKD trains; prepare_cachequant itself runs without grad
+            sampler = prepare_dilatequant(unet, scheduler, steps, dq_cfg, traj.pick(size, config.seed))
+        memo[key] = (sampler.unet, sampler.report["quantize_seconds"], size)
+    model, seconds, size = memo[key]
+    model = copy.deepcopy(model)
+    index = next(m.index for m in model.modules() if isinstance(m, TemporalActQuant))
+    report.update(dq_quantize_seconds=seconds, dq_calib_size=size)
+    return model, index
+
+
+def _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise, clock, cond, report, memo,
+                     dq_model=None):
     if config.interval == 1:
         return list(range(steps))
     if config.schedule in SCHEDULES:
@@ -459,10 +519,12 @@ def _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise
         memo[key] = record_features(fp_dc, scheduler, dps_noise, steps, cond=cond)
     feats, ref = memo[key], None
     if config.schedule == "qdps":
-        qkey = ("qfeats", config.branch, config.bits, config.split, config.dps_samples, config.calib_samples)
+        qkey = ("qfeats", config.branch, config.bits, config.split, config.dps_samples, config.calib_samples,
+                config.quantizer, config.dq_calib, config.dq_iters, config.seed)
         if qkey not in memo:
             every = list(range(steps))
-            qfull = quantize_per_timestep(unet, config, scheduler, steps, every, cal_noise, clock, None, cond)
+            qfull = dq_model if dq_model is not None else quantize_per_timestep(
+                unet, config, scheduler, steps, every, cal_noise, clock, None, cond)
             memo[qkey] = record_features(DeepCacheUNet(qfull, config.branch), scheduler, dps_noise, steps,
                                          cond=cond, clock=clock)
         ref = memo[qkey]

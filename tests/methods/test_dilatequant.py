@@ -336,3 +336,69 @@ def test_baselines_run_end_to_end_and_refuse_bad_bits(which):
     sampler = prepare(unet, tiny_scheduler(), 4, cfg, calib)
     assert sampler.report["optimizer_steps"] == 3 and len(sampler.report["units"]) == 1
     assert torch.isfinite(sampler.sample(torch.randn(2, 1, 8, 8))).all()
+
+
+# ----------------------------------------------------------------------------- composed with CacheQuant
+def _cq_inputs():
+    from tiny_diffusion import tiny_scheduler
+
+    g = torch.Generator().manual_seed(3)
+    cal, noise = torch.randn(4, 1, 8, 8, generator=g), torch.randn(3, 1, 8, 8, generator=g)
+    return tiny_unet(), tiny_scheduler(), cal, noise
+
+
+def test_cachequant_default_quantizer_rows_are_unchanged_regression():
+    """Samples of the default quantizer equal those measured at a5cddc6, before `quantizer` existed."""
+    from methods.cachequant import CacheQuantConfig, prepare_cachequant
+
+    unet, sched, cal, noise = _cq_inputs()
+    golden = [(dict(interval=2, schedule="dps", bits="w4a8"), -2.6481086760759354, 0.766195229603909, [0, 1]),
+              (dict(interval=1, schedule="uniform", bits="w8a8", cache_dec=False, quant_dec=False),
+               -1.123581636697054, 0.7730178007817207, [0, 1, 2, 3])]
+    for kw, total, mean_abs, refresh in golden:
+        cfg = CacheQuantConfig(**kw, calib_samples=4, dps_samples=4)
+        assert cfg.quantizer == "qdiffusion"
+        sampler = prepare_cachequant(unet, sched, 4, cfg, cal)
+        x = sampler.sample(noise).double()
+        assert sampler.refresh == refresh and "dq_quantize_seconds" not in sampler.report
+        assert float(x.sum()) == pytest.approx(total, rel=1e-6, abs=1e-6)
+        assert float(x.abs().mean()) == pytest.approx(mean_abs, rel=1e-6)
+
+
+def test_cachequant_with_the_dilatequant_quantizer_runs_and_differs():
+    from methods.cachequant import CacheQuantConfig, CorrectedLayer, prepare_cachequant
+    from methods.quant.unet_units import StepIndex, TemporalActQuant
+
+    unet, sched, cal, noise = _cq_inputs()
+    common = dict(schedule="dps", bits="w4a4", calib_samples=4, dps_samples=4)
+    memo: dict = {}
+    dq = prepare_cachequant(unet, sched, 4, CacheQuantConfig(interval=2, **common, quantizer="dilatequant",
+                                                             dq_iters=2, dq_calib=16), cal, memo=memo)
+    ptq = prepare_cachequant(unet, sched, 4, CacheQuantConfig(interval=2, **common), cal)
+    assert isinstance(dq.clock, StepIndex) and dq.refresh == ptq.refresh == [0, 1]
+    assert any(isinstance(m, TemporalActQuant) for m in dq.dc.unet.modules())
+    assert any(isinstance(m, CorrectedLayer) for m in dq.dc.unet.modules())  # quantization DEC on top
+    seen = []
+    hook = dq.dc.unet.conv_in.register_forward_pre_hook(lambda m, a: seen.append(dq.clock.i))
+    x_dq, x_ptq = dq.sample(noise), ptq.sample(noise)
+    hook.remove()
+    assert seen == [0, 1, 2, 3]  # the per-step quantizers follow the sampler's step, refreshed or not
+    assert not torch.allclose(x_dq, x_ptq) and torch.isfinite(x_dq).all()
+    assert dq.report["dq_calib_size"] == 16 and dq.report["dq_quantize_seconds"] > 0
+    # trained once: another schedule reuses it, and the memoised model was not wrapped by DEC
+    other = prepare_cachequant(unet, sched, 4, CacheQuantConfig(interval=3, **common, quantizer="dilatequant",
+                                                                dq_iters=2, dq_calib=16), cal, memo=memo)
+    assert other.report["dq_quantize_seconds"] == dq.report["dq_quantize_seconds"]
+    (stored, _, _), = [v for k, v in memo.items() if k[0] == "dilatequant"]
+    assert not any(isinstance(m, CorrectedLayer) for m in stored.modules())
+
+
+def test_cachequant_quantizer_bad_input():
+    from methods.cachequant import CacheQuantConfig
+
+    with pytest.raises(ConfigError, match="quantizer must be one of"):
+        CacheQuantConfig(quantizer="dilatequnt")
+    with pytest.raises(ConfigError, match="nothing to quantize"):
+        CacheQuantConfig(bits="fp", schedule="dps", quantizer="dilatequant")
+    with pytest.raises(ConfigError, match="w2..8"):
+        CacheQuantConfig(bits="w16a16", quantizer="dilatequant")

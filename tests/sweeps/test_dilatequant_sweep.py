@@ -150,3 +150,25 @@ def test_bench_paper_verdicts():
         DilateQuantBenchConfig(calib=16, batch_size=32)
     with pytest.raises(ConfigError, match="w2..8"):
         DilateQuantBenchConfig(bits=("w16a16",))
+
+
+def test_shard_point_quantizer_keeps_the_default_grid_unchanged():
+    """The CacheQuant grid's points carry exactly its four fields (its explicit grid must match its
+    space), so the default grid and its rows are unchanged; a composed point names its quantizer."""
+    from actors.model_shard import ShardPoint
+    from sweeps import cachequant_grid as cg
+
+    points = cg.grid(cg.CacheQuantGridConfig())
+    assert points and all(set(p) == set(cg.POINT_FIELDS) for p in points)
+    assert len(cg.build_spec(cg.CacheQuantGridConfig()).grid) == len(points)
+    default = ShardPoint(2, "dps", "w8a8", "both")
+    assert ShardPoint.from_dict({**default.to_dict(), "quantizer": "qdiffusion"}) == default
+    composed = ShardPoint(2, "dps", "w4a4", "both", quantizer="dilatequant")
+    assert (
+        composed.to_dict()["quantizer"] == "dilatequant"
+        and ShardPoint.from_dict(composed.to_dict()) == composed
+    )
+    cfg = composed.method_config(calib_samples=8)
+    assert cfg.quantizer == "dilatequant" and default.method_config(8).quantizer == "qdiffusion"
+    with pytest.raises(ConfigError, match="quantizer must be one of"):
+        ShardPoint(quantizer="dilate").method_config(8)
