@@ -31,8 +31,8 @@ targets.csv/.md and scale.png into results/bench_scale/<run_id>/; each target is
 not met; the last line is `summary:`. Single runs: throughput and ratios are from one run each,
 with within-run intervals (gaps between completions, trials of a window) — they do not cover
 run-to-run variation, which on this shared 2-core machine is large. An actor count whose
-estimated memory (measured per actor at the previous count) exceeds half the available memory is
-skipped and says so. Our own design; no paper.
+estimated memory (unique memory per worker measured at the previous count) exceeds half the
+available memory is skipped and says so. Our own design; no paper.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ QUICK = {
     "trials_per_point": 300,
     "tpe_trials_per_point": 120,
     "cluster_actors": 4,
-    "study_trials": 3000,
+    "study_trials": 2000,
     "tpe_trials": 400,
     "plain_trials": 300,
     "sink_rows": 4000,
@@ -173,14 +173,21 @@ def _spec(sweep: str, sampler: str, actors: int, n: int, profile: str, inflight:
         actors=actors,
         profile=profile,
         inflight_per_actor=inflight,
-        n_trials=None if sampler == "grid" else n,
+        n_trials=n,
         seed=0,
     )
     if sampler == "grid":
-        space = {"x": ("categorical", list(range(n))), "y": ("categorical", [0])}
+        space = grid_space(n)
     else:
         space = {"x": ("float", 0.0, 4.0), "y": ("int", 0, 2)}
     return toy_spec(sweep, study, space=space, **task)
+
+
+def grid_space(n: int) -> dict[str, tuple]:
+    """A grid of at least n points as a product of small axes (a lab's grid: a few values per
+    parameter; one axis of n values would put n choices into every trial's journal record)."""
+    side = 50
+    return {"x": ("categorical", list(range(side))), "y": ("categorical", list(range(-(-n // side))))}
 
 
 def farm_run(spec, label: str, on_progress=None) -> dict[str, Any]:
@@ -269,25 +276,24 @@ def part_throughput(cfg: ScaleBenchConfig) -> tuple[list[dict[str, Any]], dict[s
                 f"start-up {r['startup_s']:.1f} s)",
                 flush=True,
             )
-        pids = _worker_pids()
-        if pids and n_actors >= 4:
-            per_actor_mb = float(np.nansum([_rss_mb(p) for p in pids])) / max(len(pids), 1)
+        uss = _worker_uss_mb()
+        if uss and n_actors >= 4:
+            per_actor_mb = float(np.mean(uss))
     return rows, {"skipped": skipped, "mb_per_worker": per_actor_mb}
 
 
-def _worker_pids() -> list[int]:
-    """PIDs of this Ray session's worker processes (for the memory estimate)."""
+def _worker_uss_mb() -> list[float]:
+    """Unique memory (USS, MiB) of each Ray worker process started under this driver (the memory
+    estimate: RSS would count the shared pages of torch & co once per process)."""
     try:
         import psutil
     except ImportError:
         return []
-    me = psutil.Process()
     out = []
-    for p in psutil.process_iter(["name", "cmdline"]):
+    for p in psutil.Process().children(recursive=True):
         try:
-            cmd = " ".join(p.info["cmdline"] or [])
-            if "default_worker.py" in cmd and p.username() == me.username():
-                out.append(p.pid)
+            if "default_worker.py" in " ".join(p.cmdline()):
+                out.append(p.memory_full_info().uss / 2**20)
         except (psutil.Error, TypeError):
             continue
     return out
@@ -355,7 +361,7 @@ def _study_loop(sampler: str, n: int, run_dir: Path, buffered: bool) -> dict[str
     storage = WaitingIndexStorage(backend) if buffered else JournalStorage(backend)
     study = optuna.create_study(study_name="s", storage=storage, sampler=smp)
     if sampler == "grid":
-        dists = distributions({"x": ("categorical", list(range(n))), "y": ("categorical", [0])})
+        dists = distributions(grid_space(n))
     else:
         dists = distributions({"x": ("float", 0.0, 4.0), "y": ("int", 0, 2)})
     window, queued, next_x, enqueue_s = 64, 0, 0, 0.0  # the driver's grid window (cluster/study.py)
@@ -364,7 +370,7 @@ def _study_loop(sampler: str, n: int, run_dir: Path, buffered: bool) -> dict[str
         t0 = time.perf_counter()
         if sampler == "grid" and queued * 2 < window:
             while queued < window and next_x < n:
-                point = {"x": next_x, "y": 0}
+                point = {"x": next_x % 50, "y": next_x // 50}
                 study.enqueue_trial(point, user_attrs={"attempt": 1}, skip_if_exists=False)
                 queued, next_x = queued + 1, next_x + 1
             enqueue_s += time.perf_counter() - t0
@@ -546,7 +552,12 @@ def part_sink(cfg: ScaleBenchConfig) -> tuple[list[dict[str, Any]], dict[str, An
         trickle[label] = {"parts": parts, "rows": n_read, "compactions": stats["compactions"]}
         print(
             f"[3] trickle of {cfg.trickle_rows} rows, one per roll, {label}: {parts} parts "
-            f"({parts * 10_000 / cfg.trickle_rows:.0f} per 10,000 rows at this rate; rows read {n_read})",
+            + (
+                f"(-> {parts * 10_000 / cfg.trickle_rows:.0f} parts per 10,000 such rows"
+                if not after
+                else f"(bounded: <= ceil(rows / 50,000) + {after} + 1 at any size"
+            )
+            + f"; rows read back {n_read})",
             flush=True,
         )
     return rows, {"delay_max_s": max(delays), "delay_mean_s": float(np.mean(delays)), "trickle": trickle}
@@ -684,7 +695,13 @@ def body(run: BenchRun) -> dict[str, Any]:
     owned = not ray.is_initialized()
     num_cpus = run.num_cpus or 2
     info = connect(num_cpus=num_cpus, dashboard=run.dashboard, local=True, log_to_driver=False)
-    print(f"ray: {info.nodes} node(s), {info.cpus:g} CPU; {os.cpu_count()} cores here", flush=True)
+    load0 = os.getloadavg()[0]
+    print(
+        f"ray: {info.nodes} node(s), {info.cpus:g} CPU; {os.cpu_count()} cores here, "
+        f"load average {load0:.1f} "
+        "(every number below is from this machine as shared at the time)",
+        flush=True,
+    )
     try:
         growth, g = part_growth(cfg)
         sink_rows, sk = part_sink(cfg)
@@ -820,6 +837,8 @@ def body(run: BenchRun) -> dict[str, Any]:
     }
     summary.update(
         {
+            "load_avg_start": f"{load0:.1f}",
+            "load_avg_end": f"{os.getloadavg()[0]:.1f}",
             "reload_s": f"{g.get('reload_s', float('nan')):.2f}",
             "reload_trials": g.get("reload_trials", 0),
             "sink_rows_per_s": f"{s20:.0f}",
