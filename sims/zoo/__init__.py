@@ -3,7 +3,8 @@
 Importing this package registers every zoo model in `ZOO` (`sims/zoo/registry.py`): "cnn-bn-digits",
 "vit-digits", "digits-classifier", "ddpm-digits", "sam-shapes", the textures-10 beds
 "cnn-bn-textures", "vit-textures" and "vit-textures-outliers" (its float-equivalent variant with
-post-LayerNorm outlier channels), and the event-segmentation models of `sltnet_events`.
+post-LayerNorm outlier channels), "search-segmenter" (the search rig's panorama segmenter), and
+the event-segmentation models of `sltnet_events`.
 Add a model as one file that calls `register_zoo(ZooSpec(...))` and import it here.
 """
 from sims.zoo import (  # noqa: F401  (register)
@@ -12,6 +13,7 @@ from sims.zoo import (  # noqa: F401  (register)
     ddpm_digits,
     digits_classifier,
     sam_shapes,
+    search_segmenter,
     sltnet_events,
     vit_digits,
     vit_textures,
