@@ -308,7 +308,9 @@ def seed_ratio(num: list[dict[str, Any]], num_var: Variant, den: list[dict[str, 
         est = mean_ci(logs)
         geo = Estimate(math.exp(est.value), math.exp(est.lo), math.exp(est.hi), est.n, est.level,
                        "geometric mean, t of log ratio")
-        floor = spread_floor(np.log(b))
+        # seed-to-seed spread of the denominator arm; none when it has censored runs (a spread of
+        # horizons is no noise floor)
+        floor = spread_floor(np.log(b)) if not cb else None
     return Ratio([float(x) for x in np.exp(logs)], bound, geo, floor, ca, cb)
 
 

@@ -109,3 +109,12 @@ def test_tiny_run_writes_the_decomposition_tables(tmp_path, capsys):
     best = {r["variant"]: r for r in _rows(run_dir / "best_mode.csv")}
     assert best["K=4 best"]["constraints_per_vote"] == "3"
     assert float(best["K=4 best"]["neighbours_never_compared_mean"]) >= 2  # the bottom block
+
+
+def test_noise_floor_is_the_denominator_spread_and_absent_when_it_is_censored():
+    r = bk.seed_ratio(_runs([1000, 4000, 900]), _var(5000), _runs([100, 200, 300]), _var(5000))
+    logs = np.log([100.0, 200.0, 300.0])
+    pairs = np.abs([logs[0] - logs[1], logs[0] - logs[2], logs[1] - logs[2]])
+    assert r.floor.value == pytest.approx(pairs.mean())
+    censored = bk.seed_ratio(_runs([5000, 5200, 4900]), _var(10000), _runs([None, 700, 800]), _var(900))
+    assert censored.floor is None and bk.ratio_cells(censored)["noise_floor_x"] == "-"
