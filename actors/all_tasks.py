@@ -12,6 +12,7 @@ from actors import (  # noqa: F401  (imported for their @register_task)
     arena_task,
     calibration_worker,
     demo_task,
+    diffusion_quant_task,
     galvo_rig,
     model_shard,
     roofline_device,

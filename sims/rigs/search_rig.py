@@ -509,7 +509,7 @@ class SearchSession:
                 start = time.perf_counter()
                 probs = one_hot(self._scene.labels, len(self.class_names))
             else:
-                from sims.zoo.search_segmenter import loaded_segmenter, segment_panorama
+                from sims.zoo.search_segmenter_net import loaded_segmenter, segment_panorama
 
                 loaded_segmenter()  # loading the weights is start-up, not per-scene work
                 start = time.perf_counter()
@@ -590,7 +590,7 @@ def build_session(cfg: SearchRigConfig,
     """Scene, calibration, detector, method and rendering streams are independent children of
     `seed`, so every method meets the same scene, panorama and calibration for a given seed."""
     if cfg.ppm_source == "segmenter":
-        from sims.zoo.search_segmenter import check_classes
+        from sims.zoo.search_segmenter_net import check_classes
 
         check_classes(cfg.class_names)
     scene_ss, calib_ss, det_ss, method_ss, render_ss = np.random.SeedSequence(seed).spawn(5)

@@ -31,57 +31,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.errors import ConfigError
 from methods.metrics.segmentation import confusion_matrix, iou_per_class, mean_iou
-from sims.zoo.registry import ZooSpec, load_zoo_model, register_zoo
+from sims.zoo.registry import ZooSpec, register_zoo
+from sims.zoo.search_segmenter_net import (  # noqa: F401  (the rig's inference API, re-exported)
+    ARCH,
+    CLASS_NAMES,
+    NAME,
+    TinySegmenter,
+    build,
+    check_classes,
+    loaded_segmenter,
+    segment_panorama,
+    with_coords,
+)
 from sims.zoo.training import card_table, deterministic, param_count, write_zoo_files
 
-NAME = "search-segmenter"
-CLASS_NAMES = ("road", "sidewalk", "tree", "building", "sky")
 TRAIN_SCENES = 48
 EVAL_SCENES = 16
-ARCH = {"width": 16, "dilations": (1, 2, 4, 8), "in_channels": 4, "n_classes": len(CLASS_NAMES)}
 RECIPE = {"optimizer": "adam", "lr": 3e-3, "batch_size": 8, "crop": 64, "steps": 500, "hflip": True}
-
-
-class TinySegmenter(nn.Module):
-    """conv3x3(dilation d) → BN → ReLU for each d, then a 1x1 classifier."""
-
-    def __init__(self, width: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8), in_channels: int = 4,
-                 n_classes: int = 5) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c = in_channels
-        for d in dilations:
-            layers += [nn.Conv2d(c, width, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True)]
-            c = width
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(width, n_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-
-def build() -> nn.Module:
-    return TinySegmenter(**ARCH)
-
-
-def with_coords(img: np.ndarray, row0: float = 0.0, height: float | None = None) -> torch.Tensor:
-    """(H, W, 3) image → (4, H, W) tensor with the row coordinate (row / image height − 0.5) appended."""
-    h, w, _ = img.shape
-    height = height or h
-    rows = ((np.arange(h) + row0 + 0.5) / height - 0.5)[:, None].repeat(w, axis=1)
-    return torch.from_numpy(np.concatenate([img.transpose(2, 0, 1), rows[None]], axis=0).astype(np.float32))
-
-
-def check_classes(cfg_names: tuple[str, ...]) -> np.ndarray:
-    missing = [n for n in cfg_names if n not in CLASS_NAMES]
-    if missing:
-        raise ConfigError(f"The search segmenter knows the classes {CLASS_NAMES}; the rig config asks for "
-                          f"{missing} as well. Use those classes in class_priors/bands, or retrain the "
-                          "segmenter with `python -m sims.zoo.search_segmenter` after adding them.")
-    return np.array([CLASS_NAMES.index(n) for n in cfg_names])
 
 
 @functools.lru_cache(maxsize=4)
@@ -188,26 +155,6 @@ Limitations: rendered scenes only (no Cityscapes / real street claim); 128x128 i
 renderer's textures are the whole domain, so this says nothing about real wide-angle images.
 """
     return write_zoo_files(NAME, model, card, md, out_dir)
-
-
-@functools.lru_cache(maxsize=1)
-def loaded_segmenter() -> nn.Module:
-    return load_zoo_model(NAME)
-
-
-@torch.no_grad()
-def segment_panorama(img: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray:
-    """Softmax class probabilities (H, W, C) of a rendered panorama, columns in `class_names` order."""
-    idx = check_classes(tuple(class_names))
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        logits = loaded_segmenter()(with_coords(np.asarray(img, dtype=np.float32))[None])[0]
-    finally:
-        torch.set_num_threads(old)
-    probs = torch.softmax(logits, dim=0).numpy().transpose(1, 2, 0)
-    out = probs[..., idx]
-    return out / out.sum(-1, keepdims=True)
 
 
 SPEC = register_zoo(ZooSpec(name=NAME, build=build, train=train, evaluate=evaluate, metric="val_miou",
