@@ -21,11 +21,13 @@ this file only decides what to try. All of it is our design [inferred]:
   recall a rig buys per second); scanner RMSE ↓ vs calibration wall time ↓. By default only design
   knobs are tuned (search: galvo settle time and settle model, camera rate, detector latency; the
   PPM-search budget split, sampling range and the segmenter-confidence threshold); detector or
-  noise quality (det_min_snr, conf_threshold, stripe_noise_px) would just be driven to their best
+  noise quality (det_min_snr, conf_threshold, speckle_contrast) would just be driven to their best
   value; add them with --set search.rig_params=[...] to see their weight. The search rig works
   from rendered pixels (issue 19): planning and segmentation are charged to its clock;
 - grid mode (reproducible): search methods × budgets on the default rig; scanner calibration
-  tiers × stripe noise (with the static-camera baseline);
+  tiers × laser-speckle contrast of the rendered stripe images (with the static-camera baseline);
+  the scanner calibrates from stripe centres extracted from rendered pixels (issue 19), and its
+  stripe-extraction parameters (extractor, sigma, centroid window/threshold) are tuned by default;
 - each search trial averages `scenes` scenes; with `paired` (default) every trial meets the same
   scenes (seeded from study.seed), so methods and knobs are compared on common random numbers;
 - rows: one trial row per trial (all scene means, the rig resource the actor held) and, for the
@@ -115,12 +117,13 @@ class SearchFarmConfig:
 
 @dataclass(frozen=True)
 class ScannerFarmConfig:
-    """Scanner rig. Grid: tiers × stripe_noises. Optuna: rig_params, calib_params."""
+    """Scanner rig. Grid: tiers × speckle_contrasts. Optuna: rig_params, calib_params."""
 
     tiers: tuple[str, ...] = ("staged", "joint", "all")
-    stripe_noises: tuple[float, ...] = (0.05, 0.1, 0.2)
+    speckle_contrasts: tuple[float, ...] = (0.05, 0.2, 0.5)  # of the rendered stripe images
     rig_params: tuple[str, ...] = ("laser_baseline_mm",)
-    calib_params: tuple[str, ...] = ("n_joint_points", "n_camera_points", "tiers")
+    calib_params: tuple[str, ...] = ("n_joint_points", "n_camera_points", "tiers", "joint_mode", "extractor",
+                                     "extractor_sigma_px", "centroid_half_window", "centroid_threshold")
     seeds: int = 1
     paired: bool = True
     static_baseline: bool = True
@@ -133,9 +136,10 @@ class ScannerFarmConfig:
     def __post_init__(self) -> None:
         for t in self.tiers:
             CalibConfig(tiers=t)
-        if not self.tiers or not self.stripe_noises or min(self.stripe_noises) < 0 or self.seeds < 1:
-            raise ConfigError(f"Need non-empty tiers, stripe_noises ≥ 0 and seeds ≥ 1; received "
-                              f"{self.tiers}, {self.stripe_noises}, {self.seeds}.")
+        bad = not self.speckle_contrasts or min(self.speckle_contrasts) < 0
+        if not self.tiers or bad or self.seeds < 1:
+            raise ConfigError(f"Need non-empty tiers, speckle_contrasts ≥ 0 and seeds ≥ 1; received "
+                              f"{self.tiers}, {self.speckle_contrasts}, {self.seeds}.")
         _pick(ScannerRigConfig.search_space(), self.rig_params, "scanner.rig_params entry")
         _pick(CalibConfig.search_space(), self.calib_params, "scanner.calib_params entry")
         with_overrides(ScannerRigConfig, ScannerRigConfig(), self.rig, "rig")
@@ -184,7 +188,7 @@ def search_space(cfg: GalvoFarmConfig) -> dict[str, tuple]:
     s = cfg.scanner
     if grid:
         return {"tiers": ("categorical", list(s.tiers)),
-                RIG_PREFIX + "stripe_noise_px": ("categorical", list(s.stripe_noises))}
+                RIG_PREFIX + "speckle_contrast": ("categorical", list(s.speckle_contrasts))}
     return {**_prefixed(_pick(ScannerRigConfig.search_space(), s.rig_params, "rig param")),
             **_pick(CalibConfig.search_space(), s.calib_params, "calib param")}
 
@@ -269,7 +273,7 @@ def plot_objective_vs_params(run_dir: Path, trials: list[dict], objective: str,
 
 
 def plot_rmse_vs_noise(run_dir: Path, trials: list[dict]) -> Path | None:
-    noise = RIG_PREFIX + "stripe_noise_px"
+    noise = RIG_PREFIX + "speckle_contrast"
     from methods.plotting import new_figure, save_figure
 
     fig, ax = new_figure(figsize=(5.5, 3.8))
@@ -284,13 +288,13 @@ def plot_rmse_vs_noise(run_dir: Path, trials: list[dict]) -> Path | None:
     if static:
         ax.plot([p[0] for p in static], [p[1] for p in static], "s--", color="0.4",
                 label="static camera (tiers=all)")
-    ax.set_xlabel("stripe noise (px)")
+    ax.set_xlabel("laser speckle contrast of the stripe images")
     ax.set_ylabel("reconstruction RMSE (mm)")
     ax.set_yscale("log")
-    ax.set_title("scanner rig: error vs stripe noise")
+    ax.set_title("scanner rig: error vs stripe speckle")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, run_dir / "rmse_vs_stripe_noise.png", dpi=120)
+    return save_figure(fig, run_dir / "rmse_vs_speckle.png", dpi=120)
 
 
 def _mean(rows: list[dict], key: str) -> float:

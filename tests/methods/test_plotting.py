@@ -207,7 +207,7 @@ def test_sweep_report_plots(tmp_path):
             {0: [{"curve_shot": k, "curve_time_s": 0.1 * k, "curve_recall": k / 3} for k in (1, 2, 3)]},
             grid=True, front=set()),
         galvo_farm.plot_rmse_vs_noise(tmp_path, [
-            {"tiers": "all", galvo_farm.RIG_PREFIX + "stripe_noise_px": n, "rmse_mm": 0.1 + n,
+            {"tiers": "all", galvo_farm.RIG_PREFIX + "speckle_contrast": n, "rmse_mm": 0.1 + n,
              "rmse_true_params_mm": 0.05 + n, "static_rmse_mm": 1.0 + n} for n in (0.1, 0.5)]),
     ]
     for path in paths:
