@@ -21,15 +21,17 @@ per-trial seed stays in the row's `seed` column but is not used, so a grid is re
 Row: the quality objective (`fd`: digit-FD of `samples` generated images against the real test
 digits, for the zoo's 1x16x16 ddpm-digits; `mse` otherwise) with a 95 % grouped-jackknife CI over
 the generated samples (`fd_lo`, `fd_hi`, the real set fixed; `fd_jackknife_ci` says why not a
-bootstrap) [ours]; `mse`
-of the final samples against the FP samples from the same noise (+ bootstrap CI over samples);
-`quantize_seconds` (wall time of the method's prepare, calibration draw included, the shared FP
-trajectories not); `peak_mem_mb` with `peak_mem_kind`: 'rss_delta' on a CPU device (the process's
-resident set sampled every `rss_interval_s` during prepare, minus the resident set before; torch's
-CPU allocations are not seen by tracemalloc, so RSS is used; freed heap is handed back to the OS
+bootstrap) [ours]; `mse` of the final samples against the FP samples from the same noise (+
+bootstrap CI over samples); `quantize_seconds` (wall time of the method's prepare, calibration
+draw included, the shared FP trajectories not); `quantize_cpu_seconds` (process CPU time of the
+same block: on a shared machine the wall time depends on the load, the CPU time much less);
+`peak_mem_mb` with `peak_mem_kind`: 'rss_delta' on a CPU device (the process's resident set
+sampled every `rss_interval_s` during prepare, minus the resident set before; torch's CPU
+allocations are not seen by tracemalloc, so RSS is used; freed heap is handed back to the OS
 first, `malloc_trim`, so an earlier trial's leftovers do not hide this one's growth) or
 'cuda_max_allocated' on a GPU (`torch.cuda.max_memory_allocated` after a reset); the method's
-config as JSON (`method_config`), its version, the task config version and the torch / diffusers versions.
+config as JSON (`method_config`), its version, the task config version and the torch / diffusers
+versions.
 """
 
 from __future__ import annotations
@@ -290,7 +292,7 @@ class DiffusionQuantTask:
         cfg = method_config(point, self.cfg, self.n_units)
         torch.manual_seed(point.rep)  # LoRA's initialisation draws from the global generator
         with PeakMemory(self.device, self.cfg.rss_interval_s) as mem:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             calib = self.traj.pick(point.calib, self.cfg.calib_seed + point.rep)
             if point.method == "qdiffusion":
                 sampler = prepare_ptq(self.unet, self.scheduler, self.cfg.steps, point.bits, calib)
@@ -301,7 +303,8 @@ class DiffusionQuantTask:
                     "diffusion_qat": prepare_qat,
                 }[point.method]
                 sampler = prepare(self.unet, self.scheduler, self.cfg.steps, cfg, calib)
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        self.last_cpu_seconds = cpu
         return sampler, cfg, seconds, mem
 
     def evaluate(self, params: dict[str, Any], *, seed: int, trial: int, chunk: int, n_chunks: int) -> dict:
@@ -322,6 +325,7 @@ class DiffusionQuantTask:
         metrics.update(
             **dict(zip(("w_bits", "a_bits"), parse_bits(point.bits).wa, strict=True)),
             quantize_seconds=seconds,
+            quantize_cpu_seconds=self.last_cpu_seconds,
             peak_mem_mb=mem.peak_mb,
             peak_mem_kind=mem.kind,
             optimizer_steps=int(report.get("optimizer_steps", 0)),

@@ -55,7 +55,12 @@ def test_trials_are_paired_by_rep_and_reproducible(task):
     m = a["metrics"]
     assert m["optimizer_steps"] == task.n_units * 1 and m["w_bits"] == 4 and m["a_bits"] == 4
     assert m["mse_lo"] <= a["objectives"]["mse"] <= m["mse_hi"] and m["fd_lo"] < a["objectives"]["fd"]
-    assert m["quantize_seconds"] > 0 and m["peak_mem_kind"] == "rss_delta" and m["peak_mem_mb"] >= 0
+    assert (
+        m["quantize_seconds"] > 0
+        and m["quantize_cpu_seconds"] > 0
+        and m["peak_mem_kind"] == "rss_delta"
+        and m["peak_mem_mb"] >= 0
+    )
     assert '"lora_rank": 4' in m["method_config"] and m["torch_version"] == torch.__version__
 
 

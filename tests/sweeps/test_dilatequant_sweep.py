@@ -57,7 +57,9 @@ def test_sweep_end_to_end(ray_local, tmp_path, capsys):
     assert dq["optimizer_steps"] == dq["units"] and ptq["optimizer_steps"] == 0  # 1 iteration per unit
     for r in trials:  # typed columns with CI, cost, seeds and versions on every row
         assert r["fd_lo"] < r["fd"] < r["fd_hi"] and r["mse_lo"] <= r["mse"] <= r["mse_hi"]
-        assert r["quantize_seconds"] > 0 and r["peak_mem_kind"] == "rss_delta"
+        assert (
+            r["quantize_seconds"] > 0 and r["quantize_cpu_seconds"] > 0 and r["peak_mem_kind"] == "rss_delta"
+        )
         assert r["calib_seed"] == 1000 and r["seed"] is not None and r["torch_version"] and r["method_config"]
 
 
