@@ -60,6 +60,7 @@ from cluster.search import (
 __all__ = ["StudyConfig", "StudyOutcome", "StudyRunner", "StudySpec"]
 
 INTERRUPTED = "driver stopped while the trial ran"
+SINK_RESTART_S = 120.0  # how long a round waits for a restarting sink before the run stops
 # trials whose grid point needs no new trial (a FAIL one only when it failed in our own code)
 COVERING = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
 
@@ -132,14 +133,20 @@ class StudyRunner:
             self.timings["land"] += time.perf_counter() - t
 
     def _land_now(self, rows: list[dict[str, Any]]) -> None:
-        for attempt in range(5):
+        # A restarting sink (a new process: imports, recovery of its segment) took longer than the
+        # old 5 tries (~5 s) on a loaded machine with 64 actors (issue 20, slow tier): wait for it
+        # up to SINK_RESTART_S instead.
+        deadline = time.monotonic() + SINK_RESTART_S
+        attempt = 0
+        while True:
             try:
                 self.outcome.rows_written += ray.get(self.sink.append.remote(rows))
                 return
             except ray.exceptions.RayActorError:
-                if attempt == 4:
+                attempt += 1
+                if time.monotonic() >= deadline:
                     raise
-                time.sleep(0.5 * (attempt + 1))
+                time.sleep(min(0.5 * attempt, 2.0))
 
     def _base_row(
         self, trial: optuna.Trial | optuna.trial.FrozenTrial, kind: str, state: str
