@@ -25,6 +25,10 @@ Ray start included: 2.9 min on a 2-core box at load average 2-4; 22.6 min at loa
 The paper's settings (250 / 50 steps, 64 calibration trajectories, N = 20 / 5) are reachable with --set.
 Writes `pareto.png` (speed-up vs digit-FD and vs MSE) and `table.md` into the run directory.
 
+`--set 'quantizers=["qdiffusion","dilatequant"]'` adds, for every quantized point, the same point with
+DilateQuant's quantized U-Net (WD + TPQ + BKD, methods/dilatequant.py) inside the cached sampler —
+CacheQuant and DilateQuant composed (the `quantizer` column appears only then).
+
 `--save-samples N` (config `save_samples`) also writes, after the grid, N images per completed grid
 point from the same N noise seeds into `<run dir>/samples/<point>/seed<NNNN>.png` (points named
 `n5-dps-w8a8-both`, actors/arena_samples.py): a models folder for a K-Sort arena of the run's
@@ -43,7 +47,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python sweeps/cachequant_grid.py` from a checkout without install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.model_shard import ModelShardTask, ShardConfig, ShardPoint
+from actors.model_shard import FP_QUANTIZER, ModelShardTask, ShardConfig, ShardPoint
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
 from cluster.sweep_cli import format_table, run_sweep
@@ -75,6 +79,9 @@ class CacheQuantGridConfig:
     schedules: tuple[str, ...] = ("uniform", "dps", "qdps")
     bits: tuple[str, ...] = ("fp", "w8a8", "w4a8")
     corrections: tuple[str, ...] = ("none", "both")
+    # the quantized U-Net inside the cached sampler: qdiffusion (CacheQuant's own PTQ) and/or
+    # dilatequant (DilateQuant's WD + TPQ + BKD, methods/dilatequant.py): the two lab methods composed
+    quantizers: tuple[str, ...] = ("qdiffusion",)
     save_samples: int = 0  # images per grid point written to <run dir>/samples for an arena (0 = none)
     version: int = 1
 
@@ -84,6 +91,7 @@ class CacheQuantGridConfig:
             ("schedules", self.schedules),
             ("bits", self.bits),
             ("corrections", self.corrections),
+            ("quantizers", self.quantizers),
         ):
             if not values:
                 raise ConfigError(f"{name} must not be empty; give at least one value, e.g. {name}=[...].")
@@ -99,6 +107,7 @@ class CacheQuantGridConfig:
         probes = [("schedules", {"schedule": v, "bits": "w8a8"}) for v in self.schedules]
         probes += [("bits", {"bits": v}) for v in self.bits]
         probes += [("corrections", {"corrections": v}) for v in self.corrections]
+        probes += [("quantizers", {"bits": "w4a4", "quantizer": v}) for v in self.quantizers]
         for name, point in probes:
             try:
                 ShardPoint(**point).method_config(calib_samples=1)
@@ -107,8 +116,12 @@ class CacheQuantGridConfig:
 
 
 def grid(cfg: CacheQuantGridConfig) -> list[dict[str, Any]]:
-    """Baselines (interval 1) then every valid interval x schedule x bits x corrections point."""
-    points = [ShardPoint(1, "uniform", b, "none") for b in cfg.bits]
+    """Baselines (interval 1) then every valid interval x schedule x bits x corrections (x quantizer)
+    point; an FP point has no quantizer, so it appears once."""
+    def quantizers(bits: str) -> tuple[str, ...]:
+        return (FP_QUANTIZER,) if bits == "fp" else cfg.quantizers
+
+    points = [ShardPoint(1, "uniform", b, "none", q) for b in cfg.bits for q in quantizers(b)]
     for n in cfg.intervals:
         for sched in cfg.schedules:
             for b in cfg.bits:
@@ -117,13 +130,21 @@ def grid(cfg: CacheQuantGridConfig) -> list[dict[str, Any]]:
                 for corr in cfg.corrections:
                     if b == "fp" and corr in ("quant", "both"):
                         corr = "cache" if corr == "both" else "none"  # no quantization error to correct
-                    points.append(ShardPoint(n, sched, b, corr))
-    return [p.to_dict() for p in dict.fromkeys(points)]
+                    points += [ShardPoint(n, sched, b, corr, q) for q in quantizers(b)]
+    out = [p.to_dict() for p in dict.fromkeys(points)]
+    if any("quantizer" in p for p in out):  # a mixed grid: every point names its quantizer
+        out = [{**p, "quantizer": p.get("quantizer", FP_QUANTIZER)} for p in out]
+    return out
+
+
+def point_fields(points: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The grid's point columns: `quantizer` only when some point has a non-default one."""
+    return POINT_FIELDS + (("quantizer",) if any("quantizer" in p for p in points) else ())
 
 
 def search_space(points: list[dict[str, Any]]) -> dict[str, tuple]:
     """One categorical distribution per point field, its choices in first-seen order."""
-    return {f: ("categorical", list(dict.fromkeys(p[f] for p in points))) for f in POINT_FIELDS}
+    return {f: ("categorical", list(dict.fromkeys(p[f] for p in points))) for f in point_fields(points)}
 
 
 def build_spec(cfg: CacheQuantGridConfig) -> StudySpec:
@@ -157,11 +178,15 @@ def pareto(rows: list[dict[str, Any]], speed: str, quality: str) -> list[dict[st
 def report(run_dir: Path, cfg: CacheQuantGridConfig, outcome: Any) -> dict[str, Any]:
     quality = cfg.task.quality_objective()
     trials = [r for r in summarise_trials(read_table(run_dir)) if r["state"] == "COMPLETE"]
-    rows = [{k: r.get(k) for k in COLUMNS} for r in trials]
+    columns = COLUMNS
+    if any(r.get("quantizer") for r in trials):
+        at = COLUMNS.index("corrections") + 1
+        columns = (*COLUMNS[:at], "quantizer", *COLUMNS[at:])
+    rows = [{k: r.get(k) for k in columns} for r in trials]
     print(format_table(rows))
     if not trials:
         return {}
-    (run_dir / "table.md").write_text(_markdown(rows))
+    (run_dir / "table.md").write_text(_markdown(rows, columns))
     plot = _plot(run_dir, trials, quality)
     print(f"pareto plot: {plot}")
     front = pareto(trials, "bop_speedup", "mse")
@@ -199,12 +224,12 @@ def save_samples(folder: Path, cfg: CacheQuantGridConfig, trials: list[dict[str,
     return folder
 
 
-def _markdown(rows: list[dict[str, Any]]) -> str:
+def _markdown(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
     def cell(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -242,3 +242,18 @@ def test_point_names_are_stable_and_distinct():
 def test_save_samples_must_be_a_count():
     with pytest.raises(ConfigError, match="save_samples"):
         cg.CacheQuantGridConfig(save_samples=-1)
+
+
+def test_quantizers_compose_dilatequant_into_the_grid_and_the_default_is_unchanged():
+    default = cg.grid(cg.CacheQuantGridConfig())
+    assert all("quantizer" not in p for p in default)
+    assert cg.point_fields(default) == cg.POINT_FIELDS
+    mixed = cg.grid(cg.CacheQuantGridConfig(quantizers=("qdiffusion", "dilatequant")))
+    assert all("quantizer" in p for p in mixed)  # a grid trial never leaves a space field to the sampler
+    fp = [p for p in mixed if p["bits"] == "fp"]
+    assert fp and all(p["quantizer"] == "qdiffusion" for p in fp)  # FP has no quantizer: once
+    quant = [p for p in mixed if p["bits"] != "fp"]
+    assert len(quant) == 2 * len([p for p in default if p["bits"] != "fp"])
+    assert set(cg.search_space(mixed)["quantizer"][1]) == {"qdiffusion", "dilatequant"}
+    with pytest.raises(ConfigError, match="quantizers"):
+        cg.CacheQuantGridConfig(quantizers=("brecq",))
