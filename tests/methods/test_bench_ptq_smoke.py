@@ -46,3 +46,28 @@ def test_bench_prints_table_and_summary_last(tmp_path, capsys):
     bench = json.loads(next(tmp_path.rglob("bench.json")).read_text())
     assert {r["method"] for r in bench["rows"]} == {"minmax", "qdrop"}
     assert all(0.0 <= r["top1_mean"] <= 1.0 for r in bench["rows"])
+
+
+def _rows(undecided_brecq, undecided_qdrop):
+    base = {"model": "m", "bits": "w2a4"}
+    return {"rows": [
+        {**base, "method": "minmax", "top1": [0.50, 0.40, 0.45], "undecided_mean": None},
+        {**base, "method": "brecq", "top1": [0.66, 0.65, 0.66], "undecided_mean": undecided_brecq},
+        {**base, "method": "qdrop", "top1": [0.76, 0.76, 0.77], "undecided_mean": undecided_qdrop},
+    ]}
+
+
+def test_a_claim_between_reconstructions_is_unconverged_until_both_harden(tmp_path):
+    from cluster.bench_cli import BenchRun
+    from sweeps.bench_ptq import claims
+
+    def verdicts(res):
+        run = BenchRun("bench_ptq", None, tmp_path)
+        out = claims(run, res, lambda m, b, w: f"{m}.{b}.{w}")
+        return {k: v for k, v in out.items() if k.endswith("_verdict")}
+
+    open_ = verdicts(_rows(0.02, 0.30))
+    assert open_["m.w2a4.qdrop_vs_brecq_verdict"] == "unconverged"
+    assert open_["m.w2a4.qdrop_vs_minmax_verdict"] == "supported"  # against min-max: no budget to converge
+    done = verdicts(_rows(0.02, 0.01))
+    assert done["m.w2a4.qdrop_vs_brecq_verdict"] == "supported"
