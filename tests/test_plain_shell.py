@@ -67,7 +67,8 @@ SWEEPS = {
     "dilatequant_sweep": [
         "--set", "task.steps=2", "--set", "task.samples=8", "--set", "task.trajectories=4",
         "--set", "task.batch_size=4", "--set", "task.fd_groups=4", "--set", 'methods=["qdiffusion"]',
-        "--set", 'bits=["w4a4"]', "--set", "calib_sizes=[4]", "--set", "tpe_calib=4", "--set", "study.actors=1",
+        "--set", 'bits=["w4a4"]', "--set", "calib_sizes=[4]", "--set", "tpe_calib=4",
+        "--set", "study.actors=1",
     ],
 }
 CHEAP = ("demo_sweep", "arena_convergence", "roofline_sweep")
