@@ -74,6 +74,37 @@ _TOKEN = r"w\d+-\d+-[0-9a-f]+-[0-9A-Za-z-]+"
 LIVE_RE = re.compile(rf"^_live-(\d{{6}})(?:\.({_TOKEN}))?\.arrows$")
 TMP_RE = re.compile(rf"^_tmp-(\d{{6}})(?:\.({_TOKEN}))?\.(?:parquet|arrows)$")
 PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
+
+
+# -- what a part holds: a merged (compacted) part lists the parts it covers and the (writer,
+# segment) pairs whose rows it holds; read by the sink (actors/sink.py) and the readers
+# (cluster/results.py), which must not import ray
+COVERS_KEY = b"evfarm.covers"
+SOURCES_KEY = b"evfarm.sources"
+
+
+def covered_names(schema: pa.Schema) -> list[str]:
+    """The part names a merged part covers (its own name included), from its metadata."""
+    raw = (schema.metadata or {}).get(COVERS_KEY)
+    try:
+        names = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def segment_sources(schema: pa.Schema) -> set[tuple[str, str]]:
+    """(writer token, segment) pairs whose rows a part holds: its own, or a merged part's list."""
+    meta = schema.metadata or {}
+    out = set()
+    if meta.get(b"evfarm.writer") is not None:
+        out.add((meta[b"evfarm.writer"].decode(), meta.get(b"evfarm.segment", b"").decode()))
+    try:
+        for w, seg in json.loads(meta.get(SOURCES_KEY) or b"[]"):
+            out.add((str(w), str(seg)))
+    except (ValueError, TypeError):
+        pass
+    return out
 LOCK_FILE = ".driver.lock"  # written by cluster/rundir.py's RunLock: JSON with "pid" and "host"
 
 

@@ -33,36 +33,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from actors.segments import PART_RE, SegmentWriter, _fsync_path, _write_parquet, conform_table, union_schema
-
-COVERS_KEY = b"evfarm.covers"
-SOURCES_KEY = b"evfarm.sources"
-
-
-def covered_names(schema: pa.Schema) -> list[str]:
-    """The part names a merged part covers (its own name included), from its metadata."""
-    raw = (schema.metadata or {}).get(COVERS_KEY)
-    if not raw:
-        return []
-    try:
-        names = json.loads(raw)
-    except ValueError:
-        return []
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
-
-
-def segment_sources(schema: pa.Schema) -> set[tuple[str, str]]:
-    """(writer token, segment) pairs whose rows a part holds: its own, or a merged part's list."""
-    meta = schema.metadata or {}
-    out = set()
-    if meta.get(b"evfarm.writer") is not None:
-        out.add((meta[b"evfarm.writer"].decode(), meta.get(b"evfarm.segment", b"").decode()))
-    try:
-        for w, seg in json.loads(meta.get(SOURCES_KEY) or b"[]"):
-            out.add((str(w), str(seg)))
-    except (ValueError, TypeError):
-        pass
-    return out
+from actors.segments import (
+    COVERS_KEY,
+    PART_RE,
+    SOURCES_KEY,
+    SegmentWriter,
+    _fsync_path,
+    _write_parquet,
+    conform_table,
+    covered_names,
+    segment_sources,
+    union_schema,
+)
 
 
 def drop_covered(writer: SegmentWriter) -> list[str]:

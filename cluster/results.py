@@ -27,7 +27,6 @@ between the two reads would otherwise count its rows twice).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,7 +34,16 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.segments import BASE_FIELDS, LIVE_RE, PART_RE, conform_table, read_stream_tolerant, union_schema
+from actors.segments import (
+    BASE_FIELDS,
+    LIVE_RE,
+    PART_RE,
+    conform_table,
+    covered_names,
+    read_stream_tolerant,
+    segment_sources,
+    union_schema,
+)
 from actors.segments import BASE_NAMES as BASE_NAMES  # re-exported: cluster/study.py reads it here
 from methods.errors import ResultsError
 
@@ -45,36 +53,6 @@ class BadPart(NamedTuple):
     reason: str
 
 
-# -- what a part holds (the same reading as actors/sink.py's, which imports ray: readers must not)
-COVERS_KEY = b"evfarm.covers"
-SOURCES_KEY = b"evfarm.sources"
-
-
-def covered_names(schema: pa.Schema) -> list[str]:
-    """The part names a merged part covers (its own name included), from its metadata."""
-    raw = (schema.metadata or {}).get(COVERS_KEY)
-    try:
-        names = json.loads(raw) if raw else []
-    except ValueError:
-        return []
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
-
-
-def segment_sources(schema: pa.Schema) -> set[tuple[str, str]]:
-    """(writer token, segment) pairs whose rows a part holds: its own, or a merged part's list."""
-    meta = schema.metadata or {}
-    out = set()
-    if meta.get(b"evfarm.writer") is not None:
-        out.add((meta[b"evfarm.writer"].decode(), meta.get(b"evfarm.segment", b"").decode()))
-    try:
-        for w, seg in json.loads(meta.get(SOURCES_KEY) or b"[]"):
-            out.add((str(w), str(seg)))
-    except (ValueError, TypeError):
-        pass
-    return out
-
-
-# -- readers ----------------------------------------------------------------------------------
 def _listed_parts(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in Path(run_dir).iterdir() if PART_RE.match(p.name))
 
