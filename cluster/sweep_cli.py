@@ -487,3 +487,22 @@ def _cell(v: Any) -> str:
         return f"{v:.4g}"
     text = str(v).replace("\n", " ")
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def add_model_device_arguments(p: argparse.ArgumentParser, device_of: str) -> None:
+    """`--model PATH` (a local diffusers pipeline or U-Net folder) and `--device`, for the sweeps
+    whose task loads a diffusion U-Net (`task.model`, `task.device`)."""
+    p.add_argument("--model", help="local diffusers pipeline or U-Net folder (default: zoo ddpm-digits)")
+    p.add_argument("--device", help=f"torch device of {device_of}, e.g. cuda")
+
+
+def model_device_overrides(args: argparse.Namespace, gpu_profile: str | None = None) -> list[str]:
+    """The `--set` overrides of `add_model_device_arguments`' flags (+ the GPU actor profile on cuda)."""
+    out = []
+    if args.model:
+        out.append(f"task.model={json.dumps(args.model)}")
+    if args.device:
+        out.append(f"task.device={json.dumps(args.device)}")
+        if gpu_profile and args.device.startswith("cuda"):
+            out.append(f"study.profile={json.dumps(gpu_profile)}")
+    return out

@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # `python sweeps/cachequant_grid.py` from a check
 from actors.model_shard import FP_QUANTIZER, ModelShardTask, ShardConfig, ShardPoint
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
-from cluster.sweep_cli import format_table, run_sweep
+from cluster.sweep_cli import add_model_device_arguments, format_table, model_device_overrides, run_sweep
 from methods.cachequant import CQ_BITS
 from methods.errors import ConfigError
 from methods.plotting import legend_handle, new_figure, save_figure
@@ -257,22 +257,13 @@ def _plot(run_dir: Path, trials: list[dict[str, Any]], quality: str) -> Path:
 
 
 def _add_arguments(p) -> None:
-    p.add_argument(
-        "--model", help="local diffusers pipeline or U-Net folder (default: the zoo's ddpm-digits)"
-    )
-    p.add_argument("--device", help="torch device of the shards, e.g. cuda (uses the shard_gpu1 profile)")
+    add_model_device_arguments(p, "the shards (uses the shard_gpu1 profile on cuda)")
     p.add_argument("--save-samples", type=int, metavar="N",
                    help="after the grid, write N images per grid point to <run dir>/samples (arena folder)")
 
 
 def _config_from_args(args) -> list[str]:
-    out = []
-    if args.model:
-        out.append(f'task.model="{args.model}"')
-    if args.device:
-        out.append(f'task.device="{args.device}"')
-        if args.device.startswith("cuda"):
-            out.append('study.profile="shard_gpu1"')
+    out = model_device_overrides(args, gpu_profile="shard_gpu1")
     if args.save_samples is not None:
         out.append(f"save_samples={args.save_samples}")
     return out

@@ -45,7 +45,7 @@ from actors.diffusion_quant_task import METHODS, DiffusionQuantTaskConfig, DQPoi
 from actors.task import task_factory
 from cluster.results import read_table, summarise_trials
 from cluster.study import StudyConfig, StudySpec
-from cluster.sweep_cli import format_table, run_sweep
+from cluster.sweep_cli import add_model_device_arguments, format_table, model_device_overrides, run_sweep
 from methods.dilatequant import UNET_QAT_BITS
 from methods.errors import ConfigError
 from methods.metrics.stats import mean_ci
@@ -366,19 +366,11 @@ def _plot_tpe(run_dir: Path, trials: list[dict[str, Any]], quality: str) -> Path
 
 
 def _add_arguments(p) -> None:
-    p.add_argument(
-        "--model", help="local diffusers pipeline or U-Net folder (default: the zoo's ddpm-digits)"
-    )
-    p.add_argument("--device", help="torch device of the workers, e.g. cuda")
+    add_model_device_arguments(p, "the workers")
 
 
 def _config_from_args(args) -> list[str]:
-    out = []
-    if args.model:
-        out.append(f'task.model="{args.model}"')
-    if args.device:
-        out.append(f'task.device="{args.device}"')
-    return out
+    return model_device_overrides(args)
 
 
 def main(argv: list[str] | None = None) -> int:
