@@ -69,6 +69,14 @@ PROFILES.register("voter_cpu_half")(Profile(0.5, description="simulated arena vo
 PROFILES.register("rig_virtual")(
     Profile(1.0, resources={"galvo_rig": 1.0}, description="one virtual galvo rig (custom resource)")
 )
+# sweeps/bench_scale.py: hundreds of zero-cost evaluators on one machine, and the same on the worker
+# nodes of a `ray.cluster_utils.Cluster` (which carry the custom `bench_scale_slot` resource)
+PROFILES.register("bench_scale_frac")(
+    Profile(0.005, description="bench_scale: 1/200 CPU evaluator (zero-cost)")
+)
+PROFILES.register("bench_scale_cluster")(
+    Profile(0.005, resources={"bench_scale_slot": 1.0}, description="bench_scale: actor on a worker node")
+)
 PROFILES.register("sink_head")(
     Profile(
         0.0,

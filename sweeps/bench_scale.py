@@ -51,18 +51,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster.bench_cli import BenchRun, Shorthand, run_bench, shorthands  # noqa: E402
-from cluster.resources import PROFILES, Profile  # noqa: E402
 from methods.errors import ConfigError  # noqa: E402
 from methods.metrics.stats import Estimate, bootstrap_ci  # noqa: E402
 
-FRAC = "bench_scale_frac"  # the bench's fractional-CPU evaluator profile
+FRAC = "bench_scale_frac"  # the bench's fractional-CPU evaluator profile (cluster/resources.py)
 CLUSTER_FRAC = "bench_scale_cluster"  # the same on the fake cluster's worker nodes
-if FRAC not in PROFILES:
-    PROFILES.register(FRAC)(Profile(0.005, description="bench_scale: 1/200 CPU evaluator (zero-cost)"))
-if CLUSTER_FRAC not in PROFILES:
-    PROFILES.register(CLUSTER_FRAC)(
-        Profile(0.005, resources={"bench_scale_slot": 1.0}, description="bench_scale: actor on a worker node")
-    )
 
 
 @dataclass(frozen=True)
