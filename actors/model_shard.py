@@ -17,7 +17,9 @@ speed-ups timed back to back against FP on 16 samples; CPU seconds of the whole 
 included); MSE of the final samples against FP samples from the same noise (every model); digit-FD
 against the real test digits (only for 1x16x16 models, where the zoo's digit classifier is a
 feature network; otherwise the objective is absent, never NaN). `ShardConfig.quality` names the
-quality objective: 'auto' = digit_fd for the zoo's ddpm-digits, mse for any other model [ours].
+quality objective: 'auto' = digit_fd for the zoo's ddpm-digits, scene_fd (`sims.zoo.scenes_classifier`)
+for its 3x32x32 ddpm-scenes, mse for any other model [ours]. `ShardPoint.cache_point` caches at one
+ResBlock (`methods.unet_blocks` address) instead of DeepCache branch 0; named only when set.
 Conditional U-Nets from `--model` get an all-zero text embedding of 77 tokens (no text encoder is
 loaded) [inferred]: quality is then MSE vs FP in latent space only.
 """
@@ -37,7 +39,8 @@ from methods.deepcache import loop_macs, step_bops, step_macs
 from methods.errors import ConfigError, did_you_mean
 
 CORRECTIONS = {"none": (False, False), "cache": (True, False), "quant": (False, True), "both": (True, True)}
-QUALITY = ("auto", "digit_fd", "mse")
+QUALITY = ("auto", "digit_fd", "scene_fd", "mse")
+SCENES_MODEL = "ddpm-scenes"  # the zoo's 4-level 3x32x32 bed; its quality objective is scene-FD
 FP_QUANTIZER = "qdiffusion"  # ShardPoint.quantizer's default: CacheQuant's own per-timestep PTQ
 
 
@@ -55,6 +58,7 @@ class ShardPoint(ConfigDict):
     bits: str = "fp"
     corrections: str = "none"
     quantizer: str = "qdiffusion"
+    cache_point: str = ""  # a methods.unet_blocks address ("up.3.res.1"); "" = DeepCache branch 0
 
     def __post_init__(self) -> None:
         if self.corrections not in CORRECTIONS:
@@ -64,11 +68,13 @@ class ShardPoint(ConfigDict):
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The point's columns; `quantizer` only when it is not the default, so the default grid's
-        points (and rows) are exactly what they were before the field existed."""
+        """The point's columns; `quantizer` and `cache_point` only when not the default, so the default
+        grid's points (and rows) are exactly what they were before the fields existed."""
         out = super().to_dict()
         if out["quantizer"] == FP_QUANTIZER:
             del out["quantizer"]
+        if not out["cache_point"]:
+            del out["cache_point"]
         return out
 
     def method_config(self, calib_samples: int) -> CacheQuantConfig:
@@ -83,6 +89,7 @@ class ShardPoint(ConfigDict):
             calib_samples=calib_samples,
             dps_samples=calib_samples,
             quantizer=self.quantizer,
+            cache_point=self.cache_point,
         )
 
 
@@ -91,8 +98,9 @@ FP_POINT = ShardPoint()
 
 @dataclass(frozen=True)
 class ShardConfig(ConfigDict):
-    """model: 'auto' (zoo ddpm-digits, untrained if its weights are missing), 'untrained', or a local
-    diffusers folder; steps/samples/calib_samples: DDIM steps, evaluated and calibration samples."""
+    """model: 'auto' (zoo ddpm-digits, untrained if its weights are missing), 'untrained',
+    'ddpm-scenes' (the zoo's 4-level 32x32 colour bed), or a local diffusers folder;
+    steps/samples/calib_samples: DDIM steps, evaluated and calibration samples."""
 
     model: str = "auto"
     device: str = "cpu"
@@ -112,13 +120,16 @@ class ShardConfig(ConfigDict):
         if self.quality not in QUALITY:
             raise ConfigError(
                 f"task.quality must be one of {list(QUALITY)}, got {self.quality!r}: 'digit_fd' needs the "
-                f"zoo's 1x16x16 digits model, 'mse' (against FP samples from the same noise) works for any."
+                f"zoo's 1x16x16 digits model, 'scene_fd' its 3x32x32 ddpm-scenes, 'mse' (against FP "
+                f"samples from the same noise) works for any."
             )
 
     def quality_objective(self) -> str:
         """The objective the grid minimises: digit-FD for the zoo model, MSE vs FP for any other."""
         if self.quality != "auto":
             return self.quality
+        if self.model == SCENES_MODEL:
+            return "scene_fd"
         return "digit_fd" if self.model in ("auto", "untrained") else "mse"
 
 
@@ -133,6 +144,11 @@ def load_pipeline(cfg: ShardConfig) -> tuple[torch.nn.Module, Any, str]:
             return unet, sched, dd.NAME
         torch.manual_seed(0)
         return dd.build().eval(), dd.build_scheduler("ddim", dd.scheduler_config()), f"{dd.NAME} (untrained)"
+    if cfg.model == SCENES_MODEL:
+        from sims.zoo import ddpm_scenes as ds
+
+        unet, sched = ds.load("ddim")  # a missing weights file is a CheckpointError saying what to run
+        return unet, sched, ds.NAME
     from sims.zoo.checkpoints import load_diffusers_unet
 
     ck = load_diffusers_unet(cfg.model, scheduler_kind="ddim")
@@ -159,6 +175,12 @@ class ModelShardTask:
             raise ConfigError(
                 f"digit-FD needs 1x16x16 samples (the zoo's ddpm-digits); model {self.model_name} makes "
                 f"{shape}. Use task.quality='mse'."
+            )
+        self.scenes = shape == (3, 32, 32) and (cfg.model == SCENES_MODEL or cfg.quality == "scene_fd")
+        if cfg.quality_objective() == "scene_fd" and not self.scenes:
+            raise ConfigError(
+                f"scene-FD needs 3x32x32 samples (the zoo's ddpm-scenes); model {self.model_name} makes "
+                f"{shape}. Use task.quality='mse' or task.model='ddpm-scenes'."
             )
         self.memo: dict = {}
         fp = self._prepare(FP_POINT)
@@ -231,6 +253,8 @@ class ModelShardTask:
         objectives = {"mac_speedup": macs["mac_speedup"], "mse": mse}
         if self.digits:
             objectives["digit_fd"] = self._digit_fd(x)
+        if self.scenes:
+            objectives["scene_fd"] = self._scene_fd(x)
         return {"objectives": objectives, "metrics": metrics}
 
     def _digit_fd(self, x: torch.Tensor) -> float:
@@ -242,3 +266,13 @@ class ModelShardTask:
         if not hasattr(self, "_classifier"):
             self._classifier, self._real = load_zoo_model(dc.NAME), load_digits_split("test", 16)[0]
         return dc.digit_fd(((x.cpu() + 1) / 2).clamp(0, 1), self._real, self._classifier)
+
+    def _scene_fd(self, x: torch.Tensor) -> float:
+        """Scene-FD of samples against the real test scenes; only called when `self.scenes`."""
+        from sims.data.scenes import load_scenes_split
+        from sims.zoo import scenes_classifier as sc
+        from sims.zoo.registry import load_zoo_model
+
+        if not hasattr(self, "_scene_classifier"):
+            self._scene_classifier, self._real_scenes = load_zoo_model(sc.NAME), load_scenes_split("test")[0]
+        return sc.scene_fd(((x.cpu() + 1) / 2).clamp(0, 1), self._real_scenes, self._scene_classifier)

@@ -27,7 +27,11 @@ reference/quant.md § 3.
   (corrected) cache — the 3x3 `conv1` after GroupNorm+SiLU and the 1x1 `conv_shortcut` of the cached
   up-block's first ResBlock — per step t and output channel, regress the FP output W X on the
   quantized output W_q Q(X) with the same closed form; applied at every step [inferred: the code
-  fits per step; which steps are corrected is our reading].
+  fits per step; which steps are corrected is our reading]. With `cache_point` at a ResBlock the
+  consumers are that ResBlock's `conv1` and `conv_shortcut`; at an attention point (`up.J.attn.K`)
+  the cache feeds an attention, not a convolution, and nothing is corrected [ours].
+* [code] `cache_point` (a `methods.unet_blocks` address such as "up.2.res.1") caches at one ResBlock
+  as the official DDPM/SD code does; empty (the default) keeps `branch` (a whole up-block input).
 * [ours] `quantizer="dilatequant"` composes the two lab methods (no published code does): the
   quantized U-Net inside the cached sampler is DilateQuant's (`methods.dilatequant`: WD + TPQ + BKD,
   `dq_iters` iterations per unit on up to `dq_calib` (x_t, t) samples of the FP trajectories of the
@@ -61,6 +65,7 @@ from methods.quant.observers import Observer
 from methods.quant.primitives import choose_qparams
 from methods.quant.quantizers import QuantizerBase, TimestepQuantizer
 from methods.quant.unet_units import TemporalActQuant, fp_trajectories
+from methods.unet_blocks import ADDRESS
 
 CQ_SCHEDULES = (*SCHEDULES, "dps", "qdps")
 #: Who quantizes the U-Net inside the cached sampler: CacheQuant's own per-timestep PTQ
@@ -271,9 +276,13 @@ class CorrectedLayer(nn.Module):
 
 
 def quant_dec_targets(dc: DeepCacheUNet) -> list[str]:
-    """conv1 and conv_shortcut of the first ResBlock of the cached up-block (the cache consumers)."""
-    res = dc.cache_block.resnets[0]
-    pre = f"up_blocks.{dc.up_index}.resnets.0"
+    """conv1 and conv_shortcut of the ResBlock the cached tensor enters (the cache consumers); none
+    when the cache point is an attention input."""
+    point = dc.point
+    if point.kind != "res":
+        return []
+    res = dc.unet.up_blocks[point.up_block].resnets[point.index]
+    pre = f"up_blocks.{point.up_block}.resnets.{point.index}"
     return [f"{pre}.{n}" for n in ("conv1", "conv_shortcut") if getattr(res, n, None) is not None]
 
 
@@ -285,7 +294,8 @@ class CacheQuantConfig:
     interval: cache interval N (1 = no caching); schedule: uniform | nonuniform | dps | qdps;
     bits: a `methods.quant.bits` spec, 'fp' or w2..16 a2..16 (w8a8, w4a8, ...), stored in canonical
     spelling; cache_dec / quant_dec: the two corrections; split: Q-Diffusion
-    split of skip concatenations; branch: DeepCache branch; calib_samples / dps_samples:
+    split of skip concatenations; branch: DeepCache branch (a whole up-block input); cache_point: a
+    `methods.unet_blocks` address ("up.2.res.1"), replaces branch when set; calib_samples / dps_samples:
     trajectories used for calibration / DPS.
     """
 
@@ -296,6 +306,7 @@ class CacheQuantConfig:
     quant_dec: bool = True
     split: bool = True
     branch: int = 0
+    cache_point: str = ""
     calib_samples: int = 8
     dps_samples: int = 8
     act_observer: str = "percentile"
@@ -328,12 +339,30 @@ class CacheQuantConfig:
         if self.calib_samples < 1 or self.dps_samples < 1:
             raise ConfigError(
                 f"calib_samples and dps_samples must be >= 1, got {self.calib_samples}, {self.dps_samples}.")
+        if self.cache_point and not ADDRESS.match(str(self.cache_point).strip()):
+            raise ConfigError(f"cache_point must be a block address like 'up.2.res.1', 'up.1.attn.0' or "
+                              f"'down.0.down' (list them with methods.unet_blocks.cache_points), got "
+                              f"{self.cache_point!r}; leave it empty to cache at `branch`.")
+        if self.cache_point and self.branch != 0:
+            raise ConfigError(f"give either branch ({self.branch}) or cache_point ({self.cache_point!r}), "
+                              "not both: a cache point names one block; set branch back to 0.")
         if self.version != 1:
             raise ConfigError(f"CacheQuantConfig version {self.version} is unknown; this code reads 1.")
 
     @property
     def quantized(self) -> bool:
         return self.bits != "fp"
+
+    @property
+    def cache_at(self) -> str:
+        """The cache location as memo keys and reports name it: the address, or 'branch.B'."""
+        return self.cache_point or f"branch.{self.branch}"
+
+    def deepcache(self, unet: nn.Module) -> DeepCacheUNet:
+        """`unet` wrapped to cache at this config's point (cache_point, else branch)."""
+        if self.cache_point:
+            return DeepCacheUNet(unet, cache_point=self.cache_point)
+        return DeepCacheUNet(unet, self.branch)
 
     def quant_config(self) -> QuantConfig:
         w, a = parse_bits(self.bits).wa
@@ -413,7 +442,7 @@ def quantize_per_timestep(
         for q in acts:
             q.finish_observing()
 
-    sample_loop(DeepCacheUNet(qm, config.branch), scheduler, noise, steps, refresh, cond=cond,
+    sample_loop(config.deepcache(qm), scheduler, noise, steps, refresh, cond=cond,
                 on_step=on_step, transform_cache=cache_fix, record=done)
     for q in acts:
         q.enabled = True
@@ -438,7 +467,7 @@ def prepare_cachequant(
     start = time.perf_counter()
     cond = cond or {}
     clock = StepClock()
-    fp_dc = DeepCacheUNet(unet, config.branch)
+    fp_dc = config.deepcache(unet)
     dps_noise, cal_noise = calib_noise[: config.dps_samples], calib_noise[: config.calib_samples]
     report: dict[str, Any] = {}
     memo = {} if memo is None else memo
@@ -450,7 +479,7 @@ def prepare_cachequant(
     report["refresh"] = list(refresh)
     cache_fix = None
     if config.cache_dec and len(refresh) < steps:
-        key = ("cache_fix", config.branch, tuple(refresh), config.calib_samples)
+        key = ("cache_fix", config.cache_at, tuple(refresh), config.calib_samples)
         if key not in memo:
             memo[key] = fit_cache_correction(fp_dc, scheduler, steps, refresh, cal_noise, cond)
         cache_fix = memo[key]
@@ -462,7 +491,7 @@ def prepare_cachequant(
         else:
             qm = quantize_per_timestep(unet, config, scheduler, steps, refresh, cal_noise, clock, cache_fix,
                                        cond)
-        dc = DeepCacheUNet(qm, config.branch)
+        dc = config.deepcache(qm)
         if config.quant_dec:
             _fit_quant_dec(dc, scheduler, steps, refresh, cal_noise, clock, cache_fix, cond, report)
         finalize_for_eval(qm)
@@ -514,18 +543,18 @@ def _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise
         return list(range(steps))
     if config.schedule in SCHEDULES:
         return cache_schedule(config.schedule, steps, config.interval)
-    key = ("feats", config.branch, config.dps_samples)
+    key = ("feats", config.cache_at, config.dps_samples)
     if key not in memo:
         memo[key] = record_features(fp_dc, scheduler, dps_noise, steps, cond=cond)
     feats, ref = memo[key], None
     if config.schedule == "qdps":
-        qkey = ("qfeats", config.branch, config.bits, config.split, config.dps_samples, config.calib_samples,
-                config.quantizer, config.dq_calib, config.dq_iters, config.seed)
+        qkey = ("qfeats", config.cache_at, config.bits, config.split, config.dps_samples,
+                config.calib_samples, config.quantizer, config.dq_calib, config.dq_iters, config.seed)
         if qkey not in memo:
             every = list(range(steps))
             qfull = dq_model if dq_model is not None else quantize_per_timestep(
                 unet, config, scheduler, steps, every, cal_noise, clock, None, cond)
-            memo[qkey] = record_features(DeepCacheUNet(qfull, config.branch), scheduler, dps_noise, steps,
+            memo[qkey] = record_features(config.deepcache(qfull), scheduler, dps_noise, steps,
                                          cond=cond, clock=clock)
         ref = memo[qkey]
     refresh = dps_schedule(feats, config.interval, ref)

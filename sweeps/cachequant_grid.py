@@ -28,6 +28,9 @@ Writes `pareto.png` (speed-up vs digit-FD and vs MSE) and `table.md` into the ru
 `--set 'quantizers=["qdiffusion","dilatequant"]'` adds, for every quantized point, the same point with
 DilateQuant's quantized U-Net (WD + TPQ + BKD, methods/dilatequant.py) inside the cached sampler —
 CacheQuant and DilateQuant composed (the `quantizer` column appears only then).
+`--set 'cache_points=["", "up.3.res.1"]'` repeats every cached point per cache point (one ResBlock,
+`methods.unet_blocks` addresses; "" = DeepCache branch 0; the `cache_point` column appears only then).
+`--set task.model=ddpm-scenes` runs the grid on the zoo's 4-level 32x32 colour bed, scored by scene-FD.
 
 `--save-samples N` (config `save_samples`) also writes, after the grid, N images per completed grid
 point from the same N noise seeds into `<run dir>/samples/<point>/seed<NNNN>.png` (points named
@@ -82,6 +85,9 @@ class CacheQuantGridConfig:
     # the quantized U-Net inside the cached sampler: qdiffusion (CacheQuant's own PTQ) and/or
     # dilatequant (DilateQuant's WD + TPQ + BKD, methods/dilatequant.py): the two lab methods composed
     quantizers: tuple[str, ...] = ("qdiffusion",)
+    # where the cache sits: "" = DeepCache branch 0 (the whole shallowest up-block input), or
+    # methods.unet_blocks addresses ("up.3.res.1", one ResBlock); every cached point is repeated per entry
+    cache_points: tuple[str, ...] = ("",)
     save_samples: int = 0  # images per grid point written to <run dir>/samples for an arena (0 = none)
     version: int = 1
 
@@ -92,6 +98,7 @@ class CacheQuantGridConfig:
             ("bits", self.bits),
             ("corrections", self.corrections),
             ("quantizers", self.quantizers),
+            ("cache_points", self.cache_points),
         ):
             if not values:
                 raise ConfigError(f"{name} must not be empty; give at least one value, e.g. {name}=[...].")
@@ -108,6 +115,7 @@ class CacheQuantGridConfig:
         probes += [("bits", {"bits": v}) for v in self.bits]
         probes += [("corrections", {"corrections": v}) for v in self.corrections]
         probes += [("quantizers", {"bits": "w4a4", "quantizer": v}) for v in self.quantizers]
+        probes += [("cache_points", {"cache_point": v}) for v in self.cache_points]
         for name, point in probes:
             try:
                 ShardPoint(**point).method_config(calib_samples=1)
@@ -130,16 +138,20 @@ def grid(cfg: CacheQuantGridConfig) -> list[dict[str, Any]]:
                 for corr in cfg.corrections:
                     if b == "fp" and corr in ("quant", "both"):
                         corr = "cache" if corr == "both" else "none"  # no quantization error to correct
-                    points += [ShardPoint(n, sched, b, corr, q) for q in quantizers(b)]
+                    points += [ShardPoint(n, sched, b, corr, q, at) for q in quantizers(b)
+                               for at in cfg.cache_points]
     out = [p.to_dict() for p in dict.fromkeys(points)]
     if any("quantizer" in p for p in out):  # a mixed grid: every point names its quantizer
         out = [{**p, "quantizer": p.get("quantizer", FP_QUANTIZER)} for p in out]
+    if any("cache_point" in p for p in out):  # and its cache point ("" = branch 0; baselines too)
+        out = [{**p, "cache_point": p.get("cache_point", "")} for p in out]
     return out
 
 
 def point_fields(points: list[dict[str, Any]]) -> tuple[str, ...]:
-    """The grid's point columns: `quantizer` only when some point has a non-default one."""
-    return POINT_FIELDS + (("quantizer",) if any("quantizer" in p for p in points) else ())
+    """The grid's point columns: `quantizer` / `cache_point` only when some point has a non-default one."""
+    extra = tuple(f for f in ("quantizer", "cache_point") if any(f in p for p in points))
+    return POINT_FIELDS + extra
 
 
 def search_space(points: list[dict[str, Any]]) -> dict[str, tuple]:

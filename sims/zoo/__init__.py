@@ -1,7 +1,8 @@
 """Tiny reference models: registry, training scripts, committed weights, real-checkpoint loaders.
 
 Importing this package registers every zoo model in `ZOO` (`sims/zoo/registry.py`): "cnn-bn-digits",
-"vit-digits", "digits-classifier", "ddpm-digits", "sam-shapes", the textures-10 beds
+"vit-digits", "digits-classifier", "ddpm-digits", the 32×32 colour diffusion bed
+"ddpm-scenes" with its FD model "scenes-classifier", "sam-shapes", the textures-10 beds
 "cnn-bn-textures", "vit-textures" and "vit-textures-outliers" (its float-equivalent variant with
 post-LayerNorm outlier channels), "search-segmenter" (the search rig's panorama segmenter), and
 the event-segmentation models of `sltnet_events`.
@@ -11,8 +12,10 @@ from sims.zoo import (  # noqa: F401  (register)
     cnn_bn_digits,
     cnn_bn_textures,
     ddpm_digits,
+    ddpm_scenes,
     digits_classifier,
     sam_shapes,
+    scenes_classifier,
     search_segmenter,
     sltnet_events,
     vit_digits,

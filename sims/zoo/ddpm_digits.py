@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from methods.errors import ConfigError
 from sims.data.digits import load_digits_split
+from sims.zoo.diffusion_training import DiffusionRecipe, ddim_sample, fit_eps_model
 from sims.zoo.registry import WEIGHTS_DIR, ZooSpec, load_zoo_model, read_card, register_zoo
-from sims.zoo.training import batches, card_table, deterministic, param_count, write_zoo_files
+from sims.zoo.training import card_table, param_count, write_zoo_files
 
 NAME = "ddpm-digits"
 IMAGE_SIZE = 16
@@ -88,40 +88,12 @@ def load(kind: str = "ddim", root: Path | None = None) -> tuple[nn.Module, Any]:
     return load_zoo_model(NAME, root), build_scheduler(kind, root=root)
 
 
-@torch.no_grad()
 def sample(
     unet: nn.Module, scheduler: Any, n: int, steps: int = EVAL_DDIM_STEPS, seed: int = 0,
     batch_size: int = 256,
 ) -> torch.Tensor:
     """`n` samples (N,1,16,16) in [0, 1] from fixed Gaussian noise; DDIM with η = 0 is deterministic."""
-    if n < 1 or steps < 1:
-        raise ConfigError(f"need n ≥ 1 samples and steps ≥ 1, got n={n}, steps={steps}.")
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn((n, 1, IMAGE_SIZE, IMAGE_SIZE), generator=gen)
-    unet.eval()
-    out = []
-    for start in range(0, n, batch_size):
-        x = noise[start : start + batch_size]
-        scheduler.set_timesteps(steps)
-        for t in scheduler.timesteps:
-            eps = unet(x, t).sample
-            x = scheduler.step(eps, t, x, generator=gen).prev_sample
-        out.append(x)
-    return ((torch.cat(out) + 1.0) / 2.0).clamp(0.0, 1.0)
-
-
-def _lr_factor(step: int, total: int) -> float:
-    if step < WARMUP:
-        return (step + 1) / WARMUP
-    progress = (step - WARMUP) / max(1, total - WARMUP)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, step: int) -> None:
-    decay = min(EMA_MAX_DECAY, (1 + step) / (10 + step))
-    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p, 1.0 - decay)
+    return ddim_sample(unet, scheduler, (1, IMAGE_SIZE, IMAGE_SIZE), n, steps, seed, batch_size)
 
 
 def fit(
@@ -131,31 +103,10 @@ def fit(
 
     `progress(step, loss)` is called after every step (the CLI prints from it; this module does not).
     """
-    steps = STEPS if steps is None else steps
+    recipe = DiffusionRecipe(steps=STEPS if steps is None else steps, batch_size=BATCH_SIZE, lr=LR,
+                             warmup=WARMUP, ema_max_decay=EMA_MAX_DECAY)
     x0_all = load_digits_split("train", IMAGE_SIZE)[0] * 2.0 - 1.0
-    with deterministic(seed) as gen:
-        model = build()
-        ema = build()
-        ema.load_state_dict(model.state_dict())
-        sched = build_scheduler("ddpm", scheduler_config())
-        opt = torch.optim.AdamW(model.parameters(), lr=LR)
-        lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps))
-        model.train()
-        losses = []
-        for step, idx in enumerate(batches(len(x0_all), BATCH_SIZE, steps, gen)):
-            x0 = x0_all[idx]
-            noise = torch.randn(x0.shape, generator=gen)
-            t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
-            loss = F.mse_loss(model(sched.add_noise(x0, noise, t), t).sample, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            lr_sched.step()
-            _ema_update(ema, model, step)
-            losses.append(float(loss.detach()))
-            if progress is not None:
-                progress(step, losses[-1])
-    return ema.eval(), losses
+    return fit_eps_model(build, x0_all, build_scheduler("ddpm", scheduler_config()), recipe, seed, progress)
 
 
 def evaluate(model: nn.Module, n: int = EVAL_SAMPLES, steps: int = EVAL_DDIM_STEPS) -> dict[str, float]:

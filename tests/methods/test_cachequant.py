@@ -173,3 +173,51 @@ def test_diffusion_methods_share_one_prepare_and_sample_signature():
         assert isinstance(sampler, DiffusionSampler)
         x0 = sampler.sample(noise)
         assert x0.shape == noise.shape and torch.isfinite(x0).all(), name
+
+
+def test_cache_point_at_branch_zero_address_equals_branch_zero_exactly():
+    """`up.1.res.0` is the input of the last up-block: the same cache as branch 0, bit for bit."""
+    unet, sched = tiny_unet(), tiny_scheduler()
+    noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    base = dict(interval=4, schedule="dps", bits="w8a8", calib_samples=4, dps_samples=4)
+    a = prepare_cachequant(unet, sched, STEPS, CacheQuantConfig(**base), noise)
+    b = prepare_cachequant(unet, sched, STEPS, CacheQuantConfig(**base, cache_point="up.1.res.0"), noise)
+    assert a.refresh == b.refresh
+    assert torch.equal(a.sample(noise), b.sample(noise))
+
+
+def test_cache_point_inside_a_block_changes_the_cache_and_its_consumers():
+    unet, sched = tiny_unet(), tiny_scheduler()
+    noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    cfg = CacheQuantConfig(interval=4, schedule="uniform", bits="w8a8", calib_samples=4, dps_samples=4,
+                           cache_point="up.1.res.1")
+    s = prepare_cachequant(unet, sched, STEPS, cfg, noise)
+    assert s.dc.cache_point == "up.1.res.1"
+    wrapped = sorted(n for n, m in s.dc.unet.named_modules() if isinstance(m, CorrectedLayer))
+    # the cache enters resnets[1] of the last up-block: its conv1 and 1x1 shortcut are corrected
+    assert wrapped == ["up_blocks.1.resnets.1.conv1", "up_blocks.1.resnets.1.conv_shortcut"]
+    branch = prepare_cachequant(unet, sched, STEPS, CacheQuantConfig(
+        interval=4, schedule="uniform", bits="w8a8", calib_samples=4, dps_samples=4), noise)
+    assert not torch.equal(s.sample(noise), branch.sample(noise))
+
+
+def test_cache_point_at_an_attention_input_corrects_nothing():
+    unet, sched = tiny_unet(), tiny_scheduler()
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    cfg = CacheQuantConfig(interval=4, schedule="uniform", bits="w8a8", calib_samples=2, dps_samples=2,
+                           cache_point="up.0.attn.1")
+    s = prepare_cachequant(unet, sched, STEPS, cfg, noise)
+    assert not any(isinstance(m, CorrectedLayer) for m in s.dc.unet.modules())
+    assert torch.isfinite(s.sample(noise)).all()
+
+
+def test_cache_point_config_errors_say_what_to_do():
+    with pytest.raises(ConfigError, match="block address"):
+        CacheQuantConfig(cache_point="up.x.res")
+    with pytest.raises(ConfigError, match="not both"):
+        CacheQuantConfig(cache_point="up.1.res.0", branch=1)
+    with pytest.raises(ConfigError, match="Valid"):  # well formed, but not a block of this U-Net
+        prepare_cachequant(tiny_unet(), tiny_scheduler(), STEPS, CacheQuantConfig(
+            interval=4, schedule="uniform", bits="fp", cache_point="up.5.res.0"), torch.randn(2, 1, 8, 8))
+    assert CacheQuantConfig(cache_point="up.1.res.1").cache_at == "up.1.res.1"
+    assert CacheQuantConfig(branch=1).cache_at == "branch.1"
