@@ -64,7 +64,8 @@ def test_shared_ddpm_trainer_is_deterministic_and_lowers_the_loss():
     m1, l1 = ds.fit(seed=0, steps=2)
     m2, l2 = ds.fit(seed=0, steps=2)
     assert l1 == l2
-    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
+    pairs = zip(m1.state_dict().values(), m2.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     x = ds.sample(m1, ds.build_scheduler("ddim", ds.scheduler_config()), n=3, steps=2, seed=0)
     assert x.shape == (3, 3, 32, 32) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
 

@@ -279,8 +279,8 @@ def test_shard_task_caches_at_a_resblock_and_speeds_up_less_than_at_branch_zero(
     less than the whole block: the MAC speed-up rises over branch 0 [inferred from cache_point_macs]."""
     task = ModelShardTask(ShardConfig(model="untrained", steps=4, samples=4, calib_samples=2, quality="mse"))
     kw = dict(seed=0, trial=0, chunk=0, n_chunks=1)
-    at_branch = task.evaluate({"interval": 2, "schedule": "uniform", "bits": "fp", "corrections": "none"}, **kw)
-    at_res = task.evaluate({"interval": 2, "schedule": "uniform", "bits": "fp", "corrections": "none",
-                            "cache_point": "up.2.res.1"}, **kw)
+    point = {"interval": 2, "schedule": "uniform", "bits": "fp", "corrections": "none"}
+    at_branch = task.evaluate(point, **kw)
+    at_res = task.evaluate({**point, "cache_point": "up.2.res.1"}, **kw)
     assert at_res["objectives"]["mac_speedup"] > at_branch["objectives"]["mac_speedup"] > 1.0
     assert at_res["objectives"]["mse"] != at_branch["objectives"]["mse"]
