@@ -53,8 +53,8 @@ from methods.diffusion_qat import DiffusionQATConfig, prepare_qat
 from methods.dilatequant import UNET_QAT_BITS, DilateQuantConfig, prepare_dilatequant, prepare_ptq
 from methods.efficientdm import EfficientDMConfig, prepare_efficientdm
 from methods.errors import ConfigError, did_you_mean
-from methods.metrics.frechet import frechet_distance, gaussian_stats
-from methods.metrics.stats import bootstrap_ci, grouped_jackknife_ci
+from methods.metrics.frechet import fd_ci, frechet_distance, gaussian_stats
+from methods.metrics.stats import bootstrap_ci
 from methods.quant.bits import canonical_bits, parse_bits
 from methods.quant.unet_units import check_unet, fp_trajectories, unit_names
 
@@ -143,9 +143,7 @@ def fd_jackknife_ci(
     bootstrap does not work here: resampling with replacement duplicates samples, which shrinks the
     fitted covariance and inflated every resampled FD (measured: at 32 samples all 200 resamples lay
     above the plug-in FD, so its 'CI' excluded the estimate)."""
-    est = grouped_jackknife_ci(
-        feats, lambda f: frechet_distance(*gaussian_stats(f), *real_stats), groups, level, seed
-    )
+    est = fd_ci(feats, real_stats, groups, level, seed)
     return est.value, est.lo, est.hi
 
 

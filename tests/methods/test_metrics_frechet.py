@@ -68,3 +68,41 @@ def test_gaussian_stats_and_bad_input():
         gaussian_stats(np.array([[0.0], [np.nan]]))
     with pytest.raises(ConfigError, match="dimension"):
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+def _clouds(n=400, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    real = rng.normal(size=(2000, d))
+    a = rng.normal(size=(n, d)) + 0.3  # a shifted generator
+    return gaussian_stats(real), a
+
+
+def test_fd_ci_brackets_the_plug_in_fd_and_shrinks_with_more_samples():
+    from methods.metrics.frechet import fd_ci
+
+    real, a = _clouds(n=1600)
+    big = fd_ci(a, real, groups=20)
+    small = fd_ci(a[:200], real, groups=20)
+    assert big.value == pytest.approx(frechet_distance(*gaussian_stats(a), *real))
+    assert big.lo < big.value < big.hi and big.n == 1600
+    assert big.half_width < small.half_width  # 8x the samples: a narrower interval
+
+
+def test_paired_fd_difference_is_the_difference_and_pairing_cancels_shared_noise():
+    from methods.metrics.frechet import fd_ci, paired_fd_difference
+
+    real, a = _clouds()
+    rng = np.random.default_rng(1)
+    b = a + 0.05 * rng.normal(size=a.shape) + 0.02  # the same units, slightly changed
+    est = paired_fd_difference(a, b, real, groups=20)
+    fd_a = frechet_distance(*gaussian_stats(a), *real)
+    fd_b = frechet_distance(*gaussian_stats(b), *real)
+    assert est.value == pytest.approx(fd_a - fd_b)
+    unpaired_half = fd_ci(a, real).half_width + fd_ci(b, real).half_width
+    assert est.half_width < 0.2 * unpaired_half  # a shuffled pairing would not cancel the shared part
+    same = paired_fd_difference(a, a, real)
+    assert same.value == 0.0 and same.lo == 0.0 and same.hi == 0.0
+    shuffled = paired_fd_difference(a, b[rng.permutation(len(b))], real, groups=20)
+    assert shuffled.half_width > 2 * est.half_width
+    with pytest.raises(ConfigError, match="same noise"):
+        paired_fd_difference(a, b[:-1], real)

@@ -1,0 +1,42 @@
+"""bench_cachequant at tiny sizes: FD with CIs, the measured noise floor, paired claims, cache points."""
+
+from __future__ import annotations
+
+import csv
+
+from sweeps import bench_cachequant as bc
+
+TINY = ["--set", "model=untrained", "--steps", "3", "--samples", "16", "--set", "calib=2",
+        "--set", "intervals=[1,2]", "--interval", "2", "--set", 'bits=["w8a8"]', "--set", "qdiffusion=false",
+        "--set", 'cache_points=["up.2.res.1"]', "--set", "fd_groups=4"]
+
+
+def _summary(line: str) -> dict[str, str]:
+    assert line.startswith("summary: "), line
+    return dict(kv.split("=", 1) for kv in line.removeprefix("summary: ").split())
+
+
+def test_bench_prints_fd_with_ci_floor_and_paired_claims(tmp_path, capsys):
+    assert bc.main(["--out", str(tmp_path), "--run-id", "t", "--no-progress", *TINY]) == 0
+    out = capsys.readouterr().out
+    s = _summary(out.strip().splitlines()[-1])
+    assert float(s["fp_fd_lo"]) < float(s["fp_fd"]) < float(s["fp_fd_hi"])
+    assert float(s["noise_floor"]) > 0 and s["floor_size"] == "16"
+    verdicts = {k: v for k, v in s.items() if k.endswith("_verdict")}
+    assert set(verdicts) == {"dps_beats_uniform_fp_verdict", "naive_worse_than_cache_only_w8a8_verdict",
+                             "naive_worse_than_quant_only_w8a8_verdict", "dec_recovers_w8a8_verdict",
+                             "cachequant_beats_naive_w8a8_verdict"}
+    assert set(verdicts.values()) <= {"supported", "not_distinguishable", "opposite"}
+    run = tmp_path / "bench_cachequant" / "t"
+    with open(run / "claims.csv") as fh:
+        claims = list(csv.DictReader(fh))
+    for c in claims:
+        assert float(c["lo"]) <= float(c["fd_a_minus_b"]) <= float(c["hi"])
+    with open(run / "cache_points.csv") as fh:
+        points = {r["cache_point"]: float(r["fraction"]) for r in csv.DictReader(fh)}
+    assert points["up.2.res.1"] < points["up.2.res.0"] < 1.0  # deeper in the last block: cheaper cached step
+    with open(run / "quality.csv") as fh:
+        rows = {r["config"]: r for r in csv.DictReader(fh)}
+    at = rows["cache-only uniform N=2 @up.2.res.1"]
+    assert float(at["mac_x"]) > float(rows["cache-only uniform N=2"]["mac_x"])
+    assert "CacheQuant DPS+DEC N=2 w8a8 @up.2.res.1" in rows
