@@ -62,6 +62,10 @@ from methods.qdiffusion import QDiffusionConfig, qdiffusion_quantize
 from methods.quant.bits import parse_bits
 
 PAPER_SPEEDUP = 5.18
+# DeepCache alone, as its README reports (reference/quant.md §3): (model, speed-up, quality change)
+DEEPCACHE_PUBLISHED = (("SD v1.5, 50 PLMS", 2.3, "CLIP -0.05"),
+                       ("LDM-4-G ImageNet, 250 DDIM", 4.1, "FID +0.22"))
+INT8_KINDS = ("linear", "conv1x1")  # the layers bench_int8's kernel factor was measured on
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,9 @@ class CacheQuantBenchConfig:
     cache_points: tuple[str, ...] = ()  # extra single-ResBlock cache points ("up.3.res.1")
     qdiffusion: bool = True  # the Q-Diffusion quant-only baseline row
     fd_groups: int = 20  # jackknife groups of every FD CI
+    # a kernel factor t_fp32 / t_int8 measured by sweeps/bench_int8.py on Linear/1x1-conv GEMMs (its
+    # summary's factor); 0 = do not combine. Applied by Amdahl's law to those layers' MAC share only.
+    int8_kernel_factor: float = 0.0
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -90,6 +97,9 @@ class CacheQuantBenchConfig:
         if self.speed_only and self.intervals[0] != 1:
             raise ConfigError(f"speed_only compares against the first interval as FP, so intervals must "
                               f"start at 1; received {list(self.intervals)}.")
+        if self.int8_kernel_factor < 0:
+            raise ConfigError(f"int8_kernel_factor must be a measured factor > 0 (bench_int8's summary), "
+                              f"or 0 to skip the combination; received {self.int8_kernel_factor}.")
         if self.fd_groups < 2:
             raise ConfigError(f"fd_groups must be >= 2 jackknife groups; received {self.fd_groups}.")
         if not self.bits:
@@ -307,6 +317,7 @@ def body(run: BenchRun) -> dict[str, Any]:
     ], "corrections (mean per-step MSE before -> after, calibration trajectories)")
     _plot(speed + rows, run.path("quality_vs_speed.png"), quality.name)
     summary = verdicts(run, quality, rows, speed, n, cfg)
+    summary.update(speed_accounting(run, task, rows, cfg))
     summary["seconds"] = round(time.perf_counter() - start, 1)
     summary["model"] = model
     return {k: _g(v) for k, v in summary.items()}
@@ -334,6 +345,46 @@ def _plot(rows: list[dict], path: Path, fd_name: str) -> None:
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
+
+
+def int8_mac_share(unet: torch.nn.Module, example: torch.Tensor) -> float:
+    """Share of one U-Net step's layer MACs in Linear and 1x1-conv GEMMs (those an INT8 kernel ran on
+    in bench_int8; 3x3 convs and attention matmuls stay fp32) [ours]."""
+    from sweeps.bench_int8 import gemm_layers
+
+    layers = gemm_layers(unet, example, 500)
+    total = sum(r["M"] * r["K"] * r["N"] for r in layers)
+    return sum(r["M"] * r["K"] * r["N"] for r in layers if r["kind"] in INT8_KINDS) / total
+
+
+def speed_accounting(run: BenchRun, task: ModelShardTask, rows: list[dict],
+                     cfg: CacheQuantBenchConfig) -> dict:
+    """(a) MAC speed-up of caching, (b) BOPs of the bit widths, (c) measured CPU wall clock, each on its
+    own; combined only as mac_x / ((1 - q) + q / k) with k the *measured* INT8 kernel factor and q the
+    MAC share of the layers it applies to (Amdahl's law, the full-step share used for every step
+    [inferred]); next to DeepCache's published speed-ups, not against 5.18x alone."""
+    q = int8_mac_share(task.unet, task.noise[:1])
+    k = cfg.int8_kernel_factor
+    table = []
+    for r in rows:
+        quantized = r["point"].bits != "fp"
+        combined = r["mac_x"] / ((1 - q) + q / k) if (k > 0 and quantized) else float("nan")
+        table.append({"config": r["config"], "mac_x": r["mac_x"], "bop_x": r["bop_x"],
+                      "cpu_wall_x": r["wall_x"], "int8_mac_share": q,
+                      "kernel_factor": k or float("nan"),
+                      "predicted_int8_wall_x": combined})
+    run.table("speed_accounting", table, "speed-ups kept apart: (a) MACs from caching, (b) BOPs, (c) CPU "
+              "wall clock, fake quantization; predicted INT8 wall = mac_x / ((1 - q) + q / k) (k measured)")
+    published = "; ".join(f"{m} {x}x ({d})" for m, x, d in DEEPCACHE_PUBLISHED)
+    print(f"\npublished DeepCache speed-ups (its README): {published}; CacheQuant {PAPER_SPEEDUP}x on SD "
+          "(W8A8, GPU)")
+    out = {"int8_mac_share": q}
+    if k > 0:
+        best = max((t for t in table if t["predicted_int8_wall_x"] == t["predicted_int8_wall_x"]),
+                   key=lambda t: t["predicted_int8_wall_x"], default=None)
+        if best is not None:
+            out["predicted_int8_wall_speedup_best"] = best["predicted_int8_wall_x"]
+    return out
 
 
 def _paired(quality: Quality, a: ShardPoint, b: ShardPoint):

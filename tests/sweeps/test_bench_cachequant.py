@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from sweeps import bench_cachequant as bc
 
 TINY = ["--set", "model=untrained", "--steps", "3", "--samples", "16", "--set", "calib=2",
         "--set", "intervals=[1,2]", "--interval", "2", "--set", 'bits=["w8a8"]', "--set", "qdiffusion=false",
-        "--set", 'cache_points=["up.2.res.1"]', "--set", "fd_groups=4"]
+        "--set", 'cache_points=["up.2.res.1"]', "--set", "fd_groups=4", "--set", "int8_kernel_factor=2.0"]
 
 
 def _summary(line: str) -> dict[str, str]:
@@ -27,6 +29,8 @@ def test_bench_prints_fd_with_ci_floor_and_paired_claims(tmp_path, capsys):
                              "naive_worse_than_quant_only_w8a8_verdict", "dec_recovers_w8a8_verdict",
                              "cachequant_beats_naive_w8a8_verdict"}
     assert set(verdicts.values()) <= {"supported", "not_distinguishable", "opposite"}
+    q = float(s["int8_mac_share"])
+    assert 0.0 < q < 0.5  # the digits U-Net's Linear/1x1 share: most MACs are 3x3 convs
     run = tmp_path / "bench_cachequant" / "t"
     with open(run / "claims.csv") as fh:
         claims = list(csv.DictReader(fh))
@@ -40,3 +44,7 @@ def test_bench_prints_fd_with_ci_floor_and_paired_claims(tmp_path, capsys):
     at = rows["cache-only uniform N=2 @up.2.res.1"]
     assert float(at["mac_x"]) > float(rows["cache-only uniform N=2"]["mac_x"])
     assert "CacheQuant DPS+DEC N=2 w8a8 @up.2.res.1" in rows
+    # Amdahl with the measured k = 2 on that share only, for quantized rows; FP rows are not combined
+    best_quant_mac = max(float(r["mac_x"]) for c, r in rows.items() if "w8a8" in c)
+    predicted = float(s["predicted_int8_wall_speedup_best"])
+    assert predicted == pytest.approx(best_quant_mac / (1 - q / 2), rel=2e-3)
