@@ -252,28 +252,33 @@ class ModelShardTask:
             **{k: v for k, v in sampler.report.items() if isinstance(v, float | int)},
         }
         objectives = {"mac_speedup": macs["mac_speedup"], "mse": mse}
-        if self.digits:
-            objectives["digit_fd"] = self._digit_fd(x)
-        if self.scenes:
-            objectives["scene_fd"] = self._scene_fd(x)
+        if self.digits or self.scenes:
+            name = "digit_fd" if self.digits else "scene_fd"
+            est = self._fd(x)
+            objectives[name] = est.value
+            metrics.update({f"{name}_lo": est.lo, f"{name}_hi": est.hi})  # 95 % jackknife over samples
         return {"objectives": objectives, "metrics": metrics}
 
-    def _digit_fd(self, x: torch.Tensor) -> float:
-        """Digit-FD of samples against the real test digits; only called when `self.digits`."""
-        from sims.data.digits import load_digits_split
-        from sims.zoo import digits_classifier as dc
+    def _fd(self, x: torch.Tensor):
+        """Digit-FD (1x16x16 zoo digits) or scene-FD (3x32x32 zoo scenes) of samples against the real
+        test split, with a 95 % delete-a-group jackknife CI over the samples (`fd_ci`)."""
+        from methods.metrics.frechet import fd_ci, gaussian_stats
         from sims.zoo.registry import load_zoo_model
 
-        if not hasattr(self, "_classifier"):
-            self._classifier, self._real = load_zoo_model(dc.NAME), load_digits_split("test", 16)[0]
-        return dc.digit_fd(((x.cpu() + 1) / 2).clamp(0, 1), self._real, self._classifier)
+        if not hasattr(self, "_fd_net"):
+            if self.digits:
+                from sims.data.digits import load_digits_split
+                from sims.zoo import digits_classifier as dc
 
-    def _scene_fd(self, x: torch.Tensor) -> float:
-        """Scene-FD of samples against the real test scenes; only called when `self.scenes`."""
-        from sims.data.scenes import load_scenes_split
-        from sims.zoo import scenes_classifier as sc
-        from sims.zoo.registry import load_zoo_model
+                net, features = load_zoo_model(dc.NAME), dc.digit_features
+                real = load_digits_split("test", 16)[0]
+            else:
+                from sims.data.scenes import load_scenes_split
+                from sims.zoo import scenes_classifier as sc
 
-        if not hasattr(self, "_scene_classifier"):
-            self._scene_classifier, self._real_scenes = load_zoo_model(sc.NAME), load_scenes_split("test")[0]
-        return sc.scene_fd(((x.cpu() + 1) / 2).clamp(0, 1), self._real_scenes, self._scene_classifier)
+                net, features = load_zoo_model(sc.NAME), sc.scene_features
+                real = load_scenes_split("test")[0]
+            self._fd_net = (net, features, gaussian_stats(features(net, real)))
+        net, features, real_stats = self._fd_net
+        feats = features(net, ((x.cpu() + 1) / 2).clamp(0, 1))
+        return fd_ci(feats, real_stats, groups=min(16, len(feats) // 2))

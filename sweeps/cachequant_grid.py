@@ -191,9 +191,14 @@ def report(run_dir: Path, cfg: CacheQuantGridConfig, outcome: Any) -> dict[str, 
     quality = cfg.task.quality_objective()
     trials = [r for r in summarise_trials(read_table(run_dir)) if r["state"] == "COMPLETE"]
     columns = COLUMNS
-    if any(r.get("quantizer") for r in trials):
-        at = COLUMNS.index("corrections") + 1
-        columns = (*COLUMNS[:at], "quantizer", *COLUMNS[at:])
+    at = COLUMNS.index("corrections") + 1
+    extra = tuple(f for f in ("quantizer", "cache_point") if any(r.get(f) for r in trials))
+    columns = (*COLUMNS[:at], *extra, *COLUMNS[at:])
+    if quality != "digit_fd" and quality != "mse":  # scene_fd in place of digit_fd
+        columns = tuple(quality if c == "digit_fd" else c for c in columns)
+    if any(r.get(f"{quality}_lo") is not None for r in trials):  # the FD's 95 % CI beside it
+        i = columns.index(quality) + 1
+        columns = (*columns[:i], f"{quality}_lo", f"{quality}_hi", *columns[i:])
     rows = [{k: r.get(k) for k in columns} for r in trials]
     print(format_table(rows))
     if not trials:
@@ -212,11 +217,17 @@ def report(run_dir: Path, cfg: CacheQuantGridConfig, outcome: Any) -> dict[str, 
     out["trial_cpu_seconds"] = sum(r.get("cpu_seconds") or 0.0 for r in trials)
     if fp is not None:
         out[f"fp_{quality}"] = fp[quality]
+        for end in ("lo", "hi"):
+            if fp.get(f"{quality}_{end}") is not None:
+                out[f"fp_{quality}_{end}"] = fp[f"{quality}_{end}"]
     best = max(
         (r for r in trials if r["corrections"] == "both"), key=lambda r: r["mac_speedup"], default=None
     )
     if best is not None:
         out.update(cachequant_mac_speedup=best["mac_speedup"], cachequant_bop_speedup=best["bop_speedup"])
+        for key in (quality, f"{quality}_lo", f"{quality}_hi"):
+            if key != "mse" and best.get(key) is not None:
+                out[f"cachequant_{key}"] = best[key]
     if cfg.save_samples:
         out["samples"] = str(save_samples(run_dir / "samples", cfg, trials))
     return out
