@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from actors.task import register_task
-from methods.cachequant import CacheQuantConfig, prepare_cachequant
+from methods.cachequant import PRESETS, CacheQuantConfig, prepare_cachequant, preset_config
 from methods.config_dict import ConfigDict
 from methods.deepcache import loop_macs, step_bops, step_macs
 from methods.errors import ConfigError, did_you_mean
@@ -77,19 +77,21 @@ class ShardPoint(ConfigDict):
             del out["cache_point"]
         return out
 
-    def method_config(self, calib_samples: int) -> CacheQuantConfig:
-        """The method's config; it validates interval, schedule and bits (the only place that does)."""
+    def method_config(self, calib_samples: int, preset: str = "ours") -> CacheQuantConfig:
+        """The method's config; it validates interval, schedule and bits (the only place that does).
+        Preset 'ours' takes `calib_samples` for calibration and DPS; 'official' its own sizes."""
         cache_dec, quant_dec = CORRECTIONS[self.corrections]
-        return CacheQuantConfig(
+        sizes = {"calib_samples": calib_samples, "dps_samples": calib_samples} if preset == "ours" else {}
+        return preset_config(
+            preset,
             interval=self.interval,
             schedule=self.schedule,
             bits=self.bits,
             cache_dec=cache_dec,
             quant_dec=quant_dec,
-            calib_samples=calib_samples,
-            dps_samples=calib_samples,
             quantizer=self.quantizer,
             cache_point=self.cache_point,
+            **sizes,
         )
 
 
@@ -109,9 +111,13 @@ class ShardConfig(ConfigDict):
     calib_samples: int = 8
     noise_seed: int = 1234
     quality: str = "auto"
+    preset: str = "ours"  # methods.cachequant.PRESETS: 'ours' or 'official' (the DDPM-CIFAR code path)
     version: int = 1
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"task.preset must be one of {list(PRESETS)}, got {self.preset!r}. "
+                              f"{did_you_mean(str(self.preset), PRESETS)}")
         if self.steps < 2 or self.samples < 2 or self.calib_samples < 1:
             raise ConfigError(
                 f"need steps >= 2, samples >= 2, calib_samples >= 1; got {self.steps}, "
@@ -166,7 +172,8 @@ class ModelShardTask:
         shape = (unet.config.in_channels, *size)
         gen = torch.Generator().manual_seed(cfg.noise_seed)
         self.noise = torch.randn((cfg.samples, *shape), generator=gen).to(self.device)
-        self.calib_noise = torch.randn((cfg.calib_samples, *shape), generator=gen).to(self.device)
+        n_calib = max(cfg.calib_samples, FP_POINT.method_config(cfg.calib_samples, cfg.preset).noise_needed)
+        self.calib_noise = torch.randn((n_calib, *shape), generator=gen).to(self.device)
         self.cond = self._cond(cfg.samples)
         # digit-FD only where the zoo's digit classifier is a feature network for these samples
         zoo_or_asked = cfg.model in ("auto", "untrained") or cfg.quality == "digit_fd"
@@ -196,14 +203,14 @@ class ModelShardTask:
         return {"encoder_hidden_states": torch.zeros(n, 77, dim, device=self.device)}
 
     def _prepare(self, point: ShardPoint):
-        cfg = point.method_config(self.cfg.calib_samples)
+        cfg = point.method_config(self.cfg.calib_samples, self.cfg.preset)
         return prepare_cachequant(
             self.unet,
             self.scheduler,
             self.cfg.steps,
             cfg,
             self.calib_noise,
-            self._cond(self.cfg.calib_samples),
+            self._cond(len(self.calib_noise)),
             self.memo,
         )
 
@@ -237,7 +244,7 @@ class ModelShardTask:
         loop_bops = len(refresh) * full_b + (steps - len(refresh)) * shallow_b
         mse = float((x - self.fp_samples).pow(2).mean())
         self.last_samples = x  # the bench's paired FD statistics read the samples behind the row
-        method = point.method_config(self.cfg.calib_samples)
+        method = point.method_config(self.cfg.calib_samples, self.cfg.preset)
         metrics = {
             "cache_dec": method.cache_dec,
             "quant_dec": method.quant_dec,

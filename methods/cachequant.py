@@ -39,8 +39,25 @@ reference/quant.md § 3.
   sampler's step (its `StepIndex` replaces the clock), and cache DEC, quantization DEC and
   quantization-aware DPS apply to it as to the default quantizer ('qdiffusion': the per-timestep PTQ
   above). Unconditional UNet2DModel only, bits w2..8 a2..8.
-* [inferred] Sizes (calibration/DPS trajectories) are arguments; the paper uses 8 trajectories for
-  DPS and 64 for calibration at T = 250.
+* [inferred] Sizes (calibration/DPS/DEC trajectories) are arguments; the paper uses 8 trajectories for
+  DPS and 64 for calibration at T = 250; the DDPM-CIFAR code 128 (DPS) and 512 (DEC).
+* Switches, each a field so it can be ablated; `preset_config("official")` sets them all to the
+  official DDPM-CIFAR path (reference/quant.md § 3, `PRESETS`), the defaults keep our variants:
+  - `dec_fit`: 'cached' [ours] fits the cache DEC along the cached trajectory (above); 'refresh'
+    [code] regresses F_t on F_r(t) taken from one FP run that refreshes every step
+    (`fit_cache_correction_refresh`, `dec_samples` trajectories).
+  - `act_observer` / `act_p` / `act_chunk`: 'percentile' [ours, the brief] vs 'mse' with p = 2.4
+    [code]; `act_chunk` > 0 takes one range per chunk of that many samples (dim 0; for attention
+    products that is sample x head rows [inferred]) and running-averages them 0.9/0.1 [code].
+  - `quant_dec_on`: 'consumers' [ours] corrects conv1 and the whole shortcut output;
+    'shortcut_half' [code] only the cached half of the 1x1 shortcut (`HalfCorrectedShortcut`, the
+    official scale folding, exactly).
+  - `attn_quant`: the attention q.k and softmax.v products quantized with per-step quantizers
+    (`methods.quant.diffusers_attention`) [code]; off by default [ours].
+  - `spacing`: 'uniform' (the scheduler's own, [ours] for DDPM) or 'quad' (ermongroup/ddim
+    `skip_type='quad'`, the official CIFAR run; `methods.ddim_spacing`) [code]. The whole sampler
+    (FP reference included, when the caller uses the same config) runs on that spacing.
+  First and last layers stay at 8 bits in both (`QuantConfig.first_last_bits`) [code].
 """
 from __future__ import annotations
 
@@ -54,6 +71,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from methods.ddim_spacing import build_spaced_scheduler
 from methods.deepcache import SCHEDULES, DeepCacheUNet, cache_schedule, sample_loop
 from methods.dilatequant import UNET_QAT_BITS, DilateQuantConfig, prepare_dilatequant
 from methods.errors import ConfigError, did_you_mean
@@ -73,6 +91,23 @@ CQ_SCHEDULES = (*SCHEDULES, "dps", "qdps")
 QUANTIZERS = ("qdiffusion", "dilatequant")
 #: The bits CacheQuant takes (`methods.quant.bits`): 'fp' or w2..16 a2..16, no kv, no overrides.
 CQ_BITS = {**FAKE_QUANT, "who": "CacheQuant"}
+DEC_FITS = ("cached", "refresh")
+QUANT_DEC_ON = ("consumers", "shortcut_half")
+SPACINGS = ("uniform", "quad")
+#: Named presets: field values that `preset_config` starts from (explicit fields override them).
+#: 'official' = the official DDPM-CIFAR path (reference/quant.md § 3, "read later [code]"):
+#: 128 DPS / 512 DEC trajectories, cache DEC on an always-refresh FP run, MSE p = 2.4 activation
+#: ranges running-averaged 0.9/0.1 over chunks of 32 samples, quantized attention products,
+#: quantization DEC on the cached half of the 1x1 shortcut only, quadratic step spacing. First and
+#: last layers are at 8 bits in both presets (`QuantConfig.first_last_bits`).
+#: [inferred] 64 calibration trajectories observed in chunks of 32 stand in for the official "32
+#: samples per step (64 at refresh steps) drawn from 512 trajectories".
+PRESETS: dict[str, dict[str, Any]] = {
+    "ours": {},
+    "official": {"dps_samples": 128, "dec_samples": 512, "calib_samples": 64, "dec_fit": "refresh",
+                 "act_observer": "mse", "act_p": 2.4, "act_chunk": 32, "attn_quant": True,
+                 "quant_dec_on": "shortcut_half", "spacing": "quad"},
+}
 
 
 # --------------------------------------------------------------------------------------- DPS
@@ -224,32 +259,53 @@ class StepActQuant(QuantizerBase):
     """Activation quantizer with one (step, zero) per sampling step (a `TimestepQuantizer` + clock)."""
 
     def __init__(self, bits: int, steps: int, clock: StepClock, symmetric: bool = False,
-                 observer: str = "percentile", max_elems: int = 1 << 15) -> None:
+                 observer: str = "percentile", max_elems: int = 1 << 15, p: float = 2.0,
+                 chunk: int = 0) -> None:
         super().__init__()
         self.role, self.bits, self.clock = "act", bits, clock
         self.tq = TimestepQuantizer(bits, steps, symmetric)
         self.tq.role = "act_table"  # not an independent activation quantizer: the parent owns it
-        self.observer_kind, self.max_elems = observer, max_elems
+        self.observer_kind, self.max_elems, self.p, self.chunk = observer, max_elems, p, chunk
         self._obs: Observer | None = None
+        self._running: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _observer(self) -> Observer:
+        return Observer(self.observer_kind, self.bits, self.tq.symmetric, p=self.p, max_elems=self.max_elems)
 
     def start_observing(self) -> None:
-        self._obs = Observer(self.observer_kind, self.bits, self.tq.symmetric, max_elems=self.max_elems)
+        self._obs, self._running = self._observer(), None
         self.observing = True
+
+    def _observe_chunks(self, x: torch.Tensor) -> None:
+        """[code] One range per chunk of `chunk` samples, running-averaged: r = 0.9 r + 0.1 r_chunk
+        (the first chunk initialises r), as the official calibration updates x_min / x_max."""
+        for part in x.detach().split(self.chunk):
+            obs = self._observer()
+            obs.update(part.reshape(1, -1))
+            lo, hi = obs.range()
+            self._running = (lo, hi) if self._running is None else (
+                0.9 * self._running[0] + 0.1 * lo, 0.9 * self._running[1] + 0.1 * hi)
 
     def finish_observing(self) -> None:
         """Store the observed range as the current step's entry."""
-        if self._obs is not None and self._obs.has_data:
-            lo, hi = self._obs.range()
+        rng = self._running
+        if rng is None and self._obs is not None and self._obs.has_data:
+            rng = self._obs.range()
+        if rng is not None:
+            lo, hi = rng
             step, zero = choose_qparams(lo.reshape(()), hi.reshape(()), self.bits, self.tq.symmetric)
             with torch.no_grad():
                 self.tq.step[self.clock.i] = step
                 self.tq.zero[self.clock.i] = zero
-        self._obs, self.observing = None, False
+        self._obs, self._running, self.observing = None, None, False
         self.calibrated = self.tq.calibrated = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing and self._obs is not None:
-            self._obs.update(x.detach().reshape(1, -1))
+            if self.chunk:
+                self._observe_chunks(x)
+            else:
+                self._obs.update(x.detach().reshape(1, -1))
         if not self.enabled or not self.calibrated:
             return x
         return self.tq(x, torch.full((x.shape[0],), self.clock.i, dtype=torch.long))
@@ -273,6 +329,42 @@ class CorrectedLayer(nn.Module):
             self.errors[i] = (float((y - truth).pow(2).mean()), float((fixed - truth).pow(2).mean()))
             return fixed
         return apply_affine(y, *self.params[i]) if i in self.params else y
+
+
+class HalfCorrectedShortcut(nn.Module):
+    """[code] A 1x1 QuantConv2d shortcut over cat([cache, skip]) whose cached half alone gets the
+    per-step, per-output-channel affine correction: y = a (W_q,c Q(x)_c) + b + W_q,s Q(x)_s + bias,
+    regressed on the FP half W_c x_c. a (W_q,c Q(x)_c) = (a W_q,c) Q(x)_c, so this is the official
+    code's scale folded into that half's weights (and b into the bias)."""
+
+    def __init__(self, layer: _QuantWeightLayer, clock: StepClock, split: int) -> None:
+        super().__init__()
+        if not isinstance(layer, QuantConv2d) or layer.kernel_size != (1, 1) or layer.groups != 1:
+            raise ConfigError("quant_dec_on='shortcut_half' corrects a 1x1 QuantConv2d shortcut with "
+                              "groups=1; "
+                              f"got {type(layer).__name__}. Use quant_dec_on='consumers'.")
+        if not 0 < split < layer.in_channels:
+            raise ConfigError(f"the cached half must be 1..{layer.in_channels - 1} channels, got {split}.")
+        self.layer, self.clock, self.split, self.params, self.fitting = layer, clock, split, {}, False
+        self.errors: dict[int, tuple[float, float]] = {}
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        lay = self.layer
+        return torch.nn.functional.conv2d(x, w, bias, lay.stride, lay.padding, lay.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq, wq, k = self.layer.a_quant(x), self.layer.qweight(), self.split
+        cached = self._conv(xq[:, :k], wq[:, :k])
+        rest = self._conv(xq[:, k:], wq[:, k:], self.layer.bias)
+        i = self.clock.i
+        if self.fitting:
+            truth = self._conv(x[:, :k], self.layer.weight[:, :k])
+            self.params[i] = channel_affine(cached, truth)
+            fixed = apply_affine(cached, *self.params[i])
+            self.errors[i] = (float((cached - truth).pow(2).mean().detach()),
+                              float((fixed - truth).pow(2).mean().detach()))
+            return fixed + rest
+        return (apply_affine(cached, *self.params[i]) if i in self.params else cached) + rest
 
 
 def quant_dec_targets(dc: DeepCacheUNet) -> list[str]:
@@ -314,6 +406,13 @@ class CacheQuantConfig:
     quantizer: str = "qdiffusion"
     dq_iters: int = 20
     dq_calib: int = 256
+    act_p: float = 2.0  # Lp exponent of the 'mse' activation search (the official code: 2.4)
+    act_chunk: int = 0  # >0: ranges of chunks of this many samples, running-averaged 0.9/0.1 [code]
+    dec_fit: str = "cached"  # cache DEC fitted on the cached trajectory [ours] | 'refresh' FP run [code]
+    dec_samples: int = 0  # trajectories of the cache DEC fit; 0 = calib_samples
+    quant_dec_on: str = "consumers"  # conv1 + whole shortcut [ours] | 'shortcut_half' [code]
+    attn_quant: bool = False  # quantize the attention q.k and softmax.v products [code]
+    spacing: str = "uniform"  # DDIM step spacing: the scheduler's own | 'quad' [code, DDPM-CIFAR]
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -346,6 +445,19 @@ class CacheQuantConfig:
         if self.cache_point and self.branch != 0:
             raise ConfigError(f"give either branch ({self.branch}) or cache_point ({self.cache_point!r}), "
                               "not both: a cache point names one block; set branch back to 0.")
+        for name, value, choices in (("dec_fit", self.dec_fit, DEC_FITS),
+                                     ("quant_dec_on", self.quant_dec_on, QUANT_DEC_ON),
+                                     ("spacing", self.spacing, SPACINGS)):
+            if value not in choices:
+                raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}. "
+                                  f"{did_you_mean(str(value), choices)}")
+        if not self.act_p > 0 or self.act_chunk < 0 or self.dec_samples < 0:
+            raise ConfigError(f"need act_p > 0, act_chunk >= 0 (0 = one range per step) and dec_samples >= 0 "
+                              f"(0 = calib_samples); got {self.act_p}, {self.act_chunk}, {self.dec_samples}.")
+        if self.quantizer == "dilatequant" and (self.attn_quant or self.act_chunk or self.act_p != 2.0):
+            raise ConfigError("attn_quant, act_chunk and act_p shape CacheQuant's own quantizer; with "
+                              "quantizer "
+                              "'dilatequant' leave them at their defaults (False, 0, 2.0).")
         if self.version != 1:
             raise ConfigError(f"CacheQuantConfig version {self.version} is unknown; this code reads 1.")
 
@@ -358,6 +470,15 @@ class CacheQuantConfig:
         """The cache location as memo keys and reports name it: the address, or 'branch.B'."""
         return self.cache_point or f"branch.{self.branch}"
 
+    @property
+    def dec_trajectories(self) -> int:
+        return self.dec_samples or self.calib_samples
+
+    @property
+    def noise_needed(self) -> int:
+        """Calibration noise samples this config reads (calibration, DPS and DEC trajectories)."""
+        return max(self.calib_samples, self.dps_samples, self.dec_trajectories)
+
     def deepcache(self, unet: nn.Module) -> DeepCacheUNet:
         """`unet` wrapped to cache at this config's point (cache_point, else branch)."""
         if self.cache_point:
@@ -366,7 +487,8 @@ class CacheQuantConfig:
 
     def quant_config(self) -> QuantConfig:
         w, a = parse_bits(self.bits).wa
-        return QuantConfig(w_bits=w, a_bits=a, a_observer=self.act_observer, quant_matmul=False)
+        return QuantConfig(w_bits=w, a_bits=a, a_observer=self.act_observer, a_p=self.act_p,
+                           quant_matmul=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -377,6 +499,14 @@ class CacheQuantConfig:
                 "schedule": ("categorical", list(CQ_SCHEDULES)),
                 "bits": ("categorical", ["fp", "w8a8", "w4a8"]), "cache_dec": ("categorical", [False, True]),
                 "quant_dec": ("categorical", [False, True])}
+
+
+def preset_config(preset: str = "ours", **fields: Any) -> CacheQuantConfig:
+    """A `CacheQuantConfig` starting from a named preset (`PRESETS`); `fields` override it."""
+    if preset not in PRESETS:
+        raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}. "
+                          f"{did_you_mean(str(preset), PRESETS)}")
+    return CacheQuantConfig(**{**PRESETS[preset], **fields})
 
 
 @dataclass
@@ -419,7 +549,8 @@ def quantize_per_timestep(
     qm = quantize_(copy.deepcopy(unet), qc).eval()
 
     def make(layer: _QuantWeightLayer) -> StepActQuant:
-        return StepActQuant(layer.a_bits, steps, clock, qc.a_symmetric, config.act_observer)
+        return StepActQuant(layer.a_bits, steps, clock, qc.a_symmetric, config.act_observer,
+                            p=config.act_p, chunk=config.act_chunk)
 
     for _, layer in list(qm.named_modules()):
         if isinstance(layer, _QuantWeightLayer):
@@ -428,6 +559,12 @@ def quantize_per_timestep(
     if config.split:
         t_mid = int(scheduler.config.num_train_timesteps) // 2
         apply_split(qm, find_concat_splits(unet, noise, t_mid, cond), make)
+    if config.attn_quant:
+        from methods.quant.diffusers_attention import install_quant_attention
+
+        install_quant_attention(qm, qc.a_bits, qc, make=lambda: StepActQuant(
+            qc.a_bits, steps, clock, qc.a_symmetric, config.act_observer, p=config.act_p,
+            chunk=config.act_chunk))
     qm.to(next(unet.parameters()).device)  # the new quantizer tables start on the CPU
     acts = step_act_quantizers(qm)
     for q in acts:
@@ -467,6 +604,12 @@ def prepare_cachequant(
     start = time.perf_counter()
     cond = cond or {}
     clock = StepClock()
+    if len(calib_noise) < config.noise_needed:
+        raise ConfigError(f"this config reads {config.noise_needed} calibration noise samples (calib "
+                          f"{config.calib_samples}, DPS {config.dps_samples}, DEC "
+                          f"{config.dec_trajectories}); "
+                          f"received {len(calib_noise)}. Pass more noise or lower those sizes.")
+    scheduler = build_spaced_scheduler(scheduler, config.spacing)
     fp_dc = config.deepcache(unet)
     dps_noise, cal_noise = calib_noise[: config.dps_samples], calib_noise[: config.calib_samples]
     report: dict[str, Any] = {}
@@ -479,9 +622,11 @@ def prepare_cachequant(
     report["refresh"] = list(refresh)
     cache_fix = None
     if config.cache_dec and len(refresh) < steps:
-        key = ("cache_fix", config.cache_at, tuple(refresh), config.calib_samples)
+        key = ("cache_fix", config.cache_at, tuple(refresh), config.dec_trajectories, config.dec_fit,
+               config.spacing)
         if key not in memo:
-            memo[key] = fit_cache_correction(fp_dc, scheduler, steps, refresh, cal_noise, cond)
+            fit = fit_cache_correction_refresh if config.dec_fit == "refresh" else fit_cache_correction
+            memo[key] = fit(fp_dc, scheduler, steps, refresh, calib_noise[: config.dec_trajectories], cond)
         cache_fix = memo[key]
         report["cache_dec_mse_before"], report["cache_dec_mse_after"] = _mean_errors(cache_fix.errors)
     dc = fp_dc
@@ -493,7 +638,8 @@ def prepare_cachequant(
                                        cond)
         dc = config.deepcache(qm)
         if config.quant_dec:
-            _fit_quant_dec(dc, scheduler, steps, refresh, cal_noise, clock, cache_fix, cond, report)
+            _fit_quant_dec(dc, scheduler, steps, refresh, cal_noise, clock, cache_fix, cond, report,
+                           config.quant_dec_on)
         finalize_for_eval(qm)
         check_ready_for_eval(qm)
     report["calib_seconds"] = time.perf_counter() - start
@@ -511,6 +657,28 @@ def fit_cache_correction(dc: DeepCacheUNet, scheduler: Any, steps: int, refresh:
     return fix
 
 
+@torch.no_grad()
+def fit_cache_correction_refresh(dc: DeepCacheUNet, scheduler: Any, steps: int, refresh: list[int],
+                                 noise: torch.Tensor, cond: dict | None = None) -> CacheCorrection:
+    """[code] Cache DEC regressed on one FP run that refreshes every step: for each cached step t,
+    X = F_r(t) (the feature of the step that would have refreshed) and Y = F_t, both from that run.
+    Streams the run (only the current group's anchor feature is kept)."""
+    fix = CacheCorrection(dc, cond)
+    refresh_set, anchor = set(refresh), {}
+
+    def record(i, t, x, feature, refreshed):
+        if i in refresh_set:
+            anchor["f"] = feature.clone()
+            return
+        a, b = channel_affine(anchor["f"], feature)
+        fix.params[i] = (a, b)
+        fixed = apply_affine(anchor["f"], a, b)
+        fix.errors[i] = (float((anchor["f"] - feature).pow(2).mean()), float((fixed - feature).pow(2).mean()))
+
+    sample_loop(dc, scheduler, noise, steps, list(range(steps)), cond=cond, record=record)
+    return fix
+
+
 def _dilatequant_model(unet, scheduler, steps, config, cal_noise, cond, memo, report):
     """A fresh copy of DilateQuant's quantized U-Net for this configuration and the step index that
     drives its per-step quantizers (it replaces the sampler's clock). The model is trained once per
@@ -521,7 +689,8 @@ def _dilatequant_model(unet, scheduler, steps, config, cal_noise, cond, memo, re
     if cond:
         raise ConfigError("quantizer 'dilatequant' takes unconditional UNet2DModel U-Nets; got conditioning "
                           f"{sorted(cond)}. Use quantizer 'qdiffusion'.")
-    key = ("dilatequant", config.bits, config.calib_samples, config.dq_calib, config.dq_iters, config.seed)
+    key = ("dilatequant", config.bits, config.calib_samples, config.dq_calib, config.dq_iters, config.seed,
+           config.spacing)
     if key not in memo:
         traj = fp_trajectories(unet, scheduler, cal_noise, steps)
         size = min(config.dq_calib, traj.trajectories * steps)
@@ -543,13 +712,14 @@ def _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise
         return list(range(steps))
     if config.schedule in SCHEDULES:
         return cache_schedule(config.schedule, steps, config.interval)
-    key = ("feats", config.cache_at, config.dps_samples)
+    key = ("feats", config.cache_at, config.dps_samples, config.spacing)
     if key not in memo:
         memo[key] = record_features(fp_dc, scheduler, dps_noise, steps, cond=cond)
     feats, ref = memo[key], None
     if config.schedule == "qdps":
         qkey = ("qfeats", config.cache_at, config.bits, config.split, config.dps_samples,
-                config.calib_samples, config.quantizer, config.dq_calib, config.dq_iters, config.seed)
+                config.calib_samples, config.quantizer, config.dq_calib, config.dq_iters, config.seed,
+                config.spacing, config.act_observer, config.act_p, config.act_chunk, config.attn_quant)
         if qkey not in memo:
             every = list(range(steps))
             qfull = dq_model if dq_model is not None else quantize_per_timestep(
@@ -565,14 +735,21 @@ def _choose_schedule(unet, scheduler, steps, config, fp_dc, dps_noise, cal_noise
     return refresh
 
 
-def _fit_quant_dec(dc, scheduler, steps, refresh, noise, clock, cache_fix, cond, report) -> None:
+def _fit_quant_dec(dc, scheduler, steps, refresh, noise, clock, cache_fix, cond, report,
+                   on: str = "consumers") -> None:
     layers = []
-    for name in quant_dec_targets(dc):
+    targets = quant_dec_targets(dc)
+    if on == "shortcut_half":
+        targets = [n for n in targets if n.endswith(".conv_shortcut")]
+        t_mid = int(scheduler.config.num_train_timesteps) // 2
+        splits = find_concat_splits(dc.unet, noise, t_mid, cond) if targets else {}
+    for name in targets:
         layer = dc.unet.get_submodule(name)
-        if not isinstance(layer, QuantConv2d):
+        if not isinstance(layer, QuantConv2d) or (on == "shortcut_half" and name not in splits):
             continue
         parent, attr = name.rsplit(".", 1)
-        wrapped = CorrectedLayer(layer, clock)
+        wrapped = HalfCorrectedShortcut(layer, clock, splits[name]) if on == "shortcut_half" else \
+            CorrectedLayer(layer, clock)
         setattr(dc.unet.get_submodule(parent), attr, wrapped)
         layers.append(wrapped)
     for w in layers:

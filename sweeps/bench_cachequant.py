@@ -24,8 +24,12 @@ against the same test split; the floor is the t upper bound of mean |FD_i - FD_j
 and the effect exceeds that floor; "matched quality" = the paired FD difference to FP has its upper
 CI bound below the floor. `cache_points` adds cache-only and CacheQuant rows caching at single
 ResBlocks (`methods.unet_blocks` addresses) next to DeepCache's branch 0, and the per-cache-point
-MAC table (`cache_point_macs`) is written for every bed. [ours] `fd_tol` (old rule, FP + 5 %) is
-kept only as a printed reference.
+MAC table (`cache_point_macs`) is written for every bed. `official` (on by default) adds FP and
+CacheQuant rows under preset 'official' (`methods.cachequant.PRESETS`: the official DDPM-CIFAR
+path — quadratic spacing, 128 DPS / 512 DEC trajectories, DEC on an always-refresh FP run, MSE
+p = 2.4 chunked ranges, quantized attention products, the cached-half shortcut correction) on the
+same evaluation noise, and the paired comparison `official_beats_ours_<bits>` (not a paper claim).
+[ours] `fd_tol` (old rule, FP + 5 %) is kept only as a printed reference.
 
 Common flags as for every sweep (`--config`, `--set`, `--out`, `--run-id`, `--dry-run`;
 cluster/bench_cli.py); the knobs are the fields of `CacheQuantBenchConfig` (`--set fd_tol=0.1`,
@@ -81,6 +85,7 @@ class CacheQuantBenchConfig:
     bits: tuple[str, ...] = ("w8a8", "w4a8")
     cache_points: tuple[str, ...] = ()  # extra single-ResBlock cache points ("up.3.res.1")
     qdiffusion: bool = True  # the Q-Diffusion quant-only baseline row
+    official: bool = True  # FP and CacheQuant rows under preset 'official' (methods.cachequant.PRESETS)
     fd_groups: int = 20  # jackknife groups of every FD CI
     # a kernel factor t_fp32 / t_int8 measured by sweeps/bench_int8.py on Linear/1x1-conv GEMMs (its
     # summary's factor); 0 = do not combine. Applied by Amdahl's law to those layers' MAC share only.
@@ -160,21 +165,23 @@ def _quality_fields(quality: Quality, point: ShardPoint, x: torch.Tensor) -> dic
 
 
 def row(task: ModelShardTask, quality: Quality, label: str, point: ShardPoint) -> dict:
-    """One configuration's metrics (memoised by point: the speed and quality tables share rows)."""
-    if point in _ROWS:
-        return {**_ROWS[point], "config": label}
+    """One configuration's metrics (memoised by point, and by preset when not 'ours': the speed and
+    quality tables share rows)."""
+    key = point if task.cfg.preset == "ours" else (task.cfg.preset, point)
+    if key in _ROWS:
+        return {**_ROWS[key], "config": label}
     t0 = time.perf_counter()
     res = task.evaluate(point.to_dict(), seed=0, trial=0, chunk=0, n_chunks=1)
     m = res["metrics"]
-    _ROWS[point] = {
+    _ROWS[key] = {
         "config": label,
-        "point": point,
+        "point": key,
         "mac_x": res["objectives"]["mac_speedup"],
         "bop_x": m["bop_speedup"],
         "wall_x": m["wall_speedup"],
         "cpu_x": m["cpu_time_speedup"],
         "mse": res["objectives"]["mse"],
-        **_quality_fields(quality, point, task.last_samples),
+        **_quality_fields(quality, key, task.last_samples),
         "refresh": m["refresh"],
         "seconds": time.perf_counter() - t0,
         **{
@@ -190,7 +197,18 @@ def row(task: ModelShardTask, quality: Quality, label: str, point: ShardPoint) -
             if k in m
         },
     }
-    return _ROWS[point]
+    return _ROWS[key]
+
+
+def official_rows(cfg: CacheQuantBenchConfig, quality: Quality, n: int) -> list[dict]:
+    """FP and CacheQuant (DPS + both corrections) under preset 'official': its own sampler (quadratic
+    spacing), sizes and switches, on the same evaluation noise as every other row (paired FDs)."""
+    task = ModelShardTask(ShardConfig(model=cfg.model, steps=cfg.steps, samples=cfg.samples,
+                                      calib_samples=cfg.calib, quality="mse", preset="official"))
+    rows = [row(task, quality, "FP official (quad spacing)", ShardPoint(1, "uniform", "fp", "none"))]
+    rows += [row(task, quality, f"CacheQuant official N={n} {bits}", ShardPoint(n, "dps", bits, "both"))
+             for bits in cfg.bits]
+    return rows
 
 
 def qdiffusion_row(task: ModelShardTask, quality: Quality, bits: str) -> dict:
@@ -306,6 +324,8 @@ def body(run: BenchRun) -> dict[str, Any]:
                             ShardPoint(n, "dps", bits, "both", cache_point=at)))
         if run.progress:
             print(f"... {bits} done ({time.perf_counter() - start:.0f}s)", flush=True)
+    if cfg.official:
+        rows += official_rows(cfg, quality, n)
     run.table("quality", _cols(rows, ("config", "mac_x", "bop_x", "wall_x", "mse", "fd", "fd_lo", "fd_hi",
                                       "refresh", "seconds")),
               f"quality (MSE vs FP samples; {quality.name or 'FD'} vs the real test split, 95% jackknife CI)")
@@ -367,7 +387,8 @@ def speed_accounting(run: BenchRun, task: ModelShardTask, rows: list[dict],
     k = cfg.int8_kernel_factor
     table = []
     for r in rows:
-        quantized = r["point"].bits != "fp"
+        point = r["point"][1] if isinstance(r["point"], tuple) else r["point"]  # (preset, point) keys
+        quantized = point.bits != "fp"
         combined = r["mac_x"] / ((1 - q) + q / k) if (k > 0 and quantized) else float("nan")
         table.append({"config": r["config"], "mac_x": r["mac_x"], "bop_x": r["bop_x"],
                       "cpu_wall_x": r["wall_x"], "int8_mac_share": q,
@@ -405,7 +426,7 @@ def verdicts(run: BenchRun, quality: Quality, rows: list[dict], speed: list[dict
     floor = quality.floor
     claims = []
 
-    def claim(name: str, a: ShardPoint, b: ShardPoint, sign: int) -> None:
+    def claim(name: str, a: Any, b: Any, sign: int) -> None:
         """Claim: FD(a) - FD(b) has sign `sign` (+1: a worse, -1: a better)."""
         est = _paired(quality, a, b)
         verdict = compare(est, floor)
@@ -428,6 +449,8 @@ def verdicts(run: BenchRun, quality: Quality, rows: list[dict], speed: list[dict
         claim(f"cachequant_beats_naive_{bits}", cq_point, naive, -1)
         qd, cq = by[ShardPoint(n, "qdps", bits, "both")], by[cq_point]
         out[f"qdps_same_schedule_{bits}"] = int(qd["refresh"] == cq["refresh"])
+        if ("official", cq_point) in by:  # not a paper claim: which variant is better, if either
+            claim(f"official_beats_ours_{bits}", ("official", cq_point), cq_point, -1)
     run.table("claims", claims, "paper claims: paired FD(a) - FD(b), 95% jackknife CI; supported only when "
               f"the CI excludes 0, |effect| > noise floor {floor.hi:.4g} and the sign is the claimed one")
     matched = []

@@ -218,6 +218,6 @@ def test_cache_point_config_errors_say_what_to_do():
         CacheQuantConfig(cache_point="up.1.res.0", branch=1)
     with pytest.raises(ConfigError, match="Valid"):  # well formed, but not a block of this U-Net
         prepare_cachequant(tiny_unet(), tiny_scheduler(), STEPS, CacheQuantConfig(
-            interval=4, schedule="uniform", bits="fp", cache_point="up.5.res.0"), torch.randn(2, 1, 8, 8))
+            interval=4, schedule="uniform", bits="fp", cache_point="up.5.res.0"), torch.randn(8, 1, 8, 8))
     assert CacheQuantConfig(cache_point="up.1.res.1").cache_at == "up.1.res.1"
     assert CacheQuantConfig(branch=1).cache_at == "branch.1"

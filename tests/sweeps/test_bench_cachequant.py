@@ -27,7 +27,7 @@ def test_bench_prints_fd_with_ci_floor_and_paired_claims(tmp_path, capsys):
     verdicts = {k: v for k, v in s.items() if k.endswith("_verdict")}
     assert set(verdicts) == {"dps_beats_uniform_fp_verdict", "naive_worse_than_cache_only_w8a8_verdict",
                              "naive_worse_than_quant_only_w8a8_verdict", "dec_recovers_w8a8_verdict",
-                             "cachequant_beats_naive_w8a8_verdict"}
+                             "cachequant_beats_naive_w8a8_verdict", "official_beats_ours_w8a8_verdict"}
     assert set(verdicts.values()) <= {"supported", "not_distinguishable", "opposite"}
     q = float(s["int8_mac_share"])
     assert 0.0 < q < 0.5  # the digits U-Net's Linear/1x1 share: most MACs are 3x3 convs
@@ -44,6 +44,10 @@ def test_bench_prints_fd_with_ci_floor_and_paired_claims(tmp_path, capsys):
     at = rows["cache-only uniform N=2 @up.2.res.1"]
     assert float(at["mac_x"]) > float(rows["cache-only uniform N=2"]["mac_x"])
     assert "CacheQuant DPS+DEC N=2 w8a8 @up.2.res.1" in rows
+    # preset 'official' rows: its own FP (quad spacing) and CacheQuant, on the same evaluation noise
+    off, ours = rows["CacheQuant official N=2 w8a8"], rows["CacheQuant DPS+DEC N=2 w8a8"]
+    assert rows["FP official (quad spacing)"]["fd"] != rows["FP"]["fd"]  # another sampler: quad spacing
+    assert off["refresh"] and off["fd"] != ours["fd"]
     # Amdahl with the measured k = 2 on that share only, for quantized rows; FP rows are not combined
     best_quant_mac = max(float(r["mac_x"]) for c, r in rows.items() if "w8a8" in c)
     predicted = float(s["predicted_int8_wall_speedup_best"])

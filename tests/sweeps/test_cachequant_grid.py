@@ -95,6 +95,21 @@ def test_grid_points_and_validation():
         ShardPoint(5, "qdps", "fp", "none").method_config(calib_samples=2)
 
 
+def test_task_preset_official_gives_every_point_the_official_switches_and_sizes():
+    """`--set task.preset=official`: the point's own fields survive, the preset's sizes replace the
+    task's calib_samples, and an unknown preset is refused with the choices."""
+    from actors.model_shard import ShardConfig
+
+    m = ShardPoint(5, "dps", "w8a8", "both").method_config(calib_samples=2, preset="official")
+    assert (m.interval, m.schedule, m.bits, m.cache_dec, m.quant_dec) == (5, "dps", "w8a8", True, True)
+    assert (m.spacing, m.dec_fit, m.quant_dec_on, m.attn_quant, m.dec_samples) == (
+        "quad", "refresh", "shortcut_half", True, 512)
+    ours = ShardPoint(5, "dps", "w8a8", "both").method_config(calib_samples=2)
+    assert (ours.spacing, ours.dec_fit, ours.calib_samples, ours.dps_samples) == ("uniform", "cached", 2, 2)
+    with pytest.raises(ConfigError, match="official"):
+        ShardConfig(preset="oficial")
+
+
 def test_pareto_front():
     rows = [{"s": 1.0, "q": 1.0}, {"s": 2.0, "q": 2.0}, {"s": 1.5, "q": 3.0}, {"s": 2.0, "q": 1.5}]
     assert cg.pareto(rows, "s", "q") == [rows[0], rows[3]]
