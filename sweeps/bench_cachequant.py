@@ -56,7 +56,7 @@ import torch
 
 from actors.model_shard import ModelShardTask, ShardConfig, ShardPoint
 from cluster.bench_cli import BenchRun, Shorthand, run_bench, shorthands
-from methods.cachequant import CacheQuantSampler, StepClock
+from methods.cachequant import CacheQuantSampler, StepClock, prepare_cachequant, preset_config
 from methods.deepcache import DeepCacheUNet, cache_point_macs, step_bops
 from methods.errors import ConfigError
 from methods.metrics.frechet import fd_ci, gaussian_stats, paired_fd_difference
@@ -86,6 +86,7 @@ class CacheQuantBenchConfig:
     cache_points: tuple[str, ...] = ()  # extra single-ResBlock cache points ("up.3.res.1")
     qdiffusion: bool = True  # the Q-Diffusion quant-only baseline row
     official: bool = True  # FP and CacheQuant rows under preset 'official' (methods.cachequant.PRESETS)
+    ablate: bool = False  # CacheQuant (ours) with one official switch at a time (the ablation table)
     fd_groups: int = 20  # jackknife groups of every FD CI
     # a kernel factor t_fp32 / t_int8 measured by sweeps/bench_int8.py on Linear/1x1-conv GEMMs (its
     # summary's factor); 0 = do not combine. Applied by Amdahl's law to those layers' MAC share only.
@@ -211,6 +212,43 @@ def official_rows(cfg: CacheQuantBenchConfig, quality: Quality, n: int) -> list[
     return rows
 
 
+#: One official-code switch at a time on top of ours (methods.cachequant.PRESETS["official"]).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "dec_fit=refresh": {"dec_fit": "refresh"},
+    "act mse p=2.4 chunk 32": {"act_observer": "mse", "act_p": 2.4, "act_chunk": 32},
+    "attn_quant": {"attn_quant": True},
+    "quant_dec_on=shortcut_half": {"quant_dec_on": "shortcut_half"},
+    "official sizes (128/512/64)": {"dps_samples": 128, "dec_samples": 512, "calib_samples": 64},
+    "spacing=quad": {"spacing": "quad"},
+}
+
+
+def ablation_rows(task: ModelShardTask, quality: Quality, cfg: CacheQuantBenchConfig, n: int) -> list[dict]:
+    """CacheQuant DPS + both corrections (ours) with each official switch alone, on the same evaluation
+    noise, calibration noise (the first `calib` samples are the ours rows') and FD features; each row's
+    paired FD difference to ours says whether that switch alone moves quality beyond the floor."""
+    bits = cfg.bits[0]
+    base = ShardPoint(n, "dps", bits, "both")
+    extra = torch.randn((512, *task.calib_noise.shape[1:]), generator=torch.Generator().manual_seed(99))
+    calib = torch.cat([task.calib_noise, extra.to(task.calib_noise.device)])
+    rows = []
+    for name, switch in ABLATIONS.items():
+        t0 = time.perf_counter()
+        method = preset_config("ours", **{**base.method_config(cfg.calib).to_dict(), **switch})
+        sampler = prepare_cachequant(task.unet, task.scheduler, cfg.steps, method, calib[: method.noise_needed],
+                                     memo=task.memo)
+        x, _ = task._sample(sampler)
+        key = ("ablation", name)
+        row = {"switch": name, "mse": float((x - task.fp_samples).pow(2).mean()),
+               **_quality_fields(quality, key, x), "seconds": time.perf_counter() - t0}
+        if quality.name and base in _FEATS:
+            est = _paired(quality, key, base)
+            status = compare(est, quality.floor).value
+            row.update(fd_minus_ours=est.value, lo=est.lo, hi=est.hi, verdict=status)
+        rows.append(row)
+    return rows
+
+
 def qdiffusion_row(task: ModelShardTask, quality: Quality, bits: str) -> dict:
     t0 = time.perf_counter()
     w, a = parse_bits(bits).wa
@@ -326,6 +364,12 @@ def body(run: BenchRun) -> dict[str, Any]:
             print(f"... {bits} done ({time.perf_counter() - start:.0f}s)", flush=True)
     if cfg.official:
         rows += official_rows(cfg, quality, n)
+    if cfg.ablate:
+        run.table("ablation", ablation_rows(task, quality, cfg, n),
+                  f"CacheQuant DPS+DEC N={n} {cfg.bits[0]} (ours) with one official switch at a time: "
+                  f"{quality.name or 'FD'} and its paired difference to ours (95% jackknife CI, floor "
+                  f"{quality.floor.hi if quality.name else float('nan'):.4g}); spacing=quad's MSE is against "
+                  "the uniform-spacing FP samples")
     run.table("quality", _cols(rows, ("config", "mac_x", "bop_x", "wall_x", "mse", "fd", "fd_lo", "fd_hi",
                                       "refresh", "seconds")),
               f"quality (MSE vs FP samples; {quality.name or 'FD'} vs the real test split, 95% jackknife CI)")

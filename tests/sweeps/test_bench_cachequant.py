@@ -10,7 +10,8 @@ from sweeps import bench_cachequant as bc
 
 TINY = ["--set", "model=untrained", "--steps", "3", "--samples", "16", "--set", "calib=2",
         "--set", "intervals=[1,2]", "--interval", "2", "--set", 'bits=["w8a8"]', "--set", "qdiffusion=false",
-        "--set", 'cache_points=["up.2.res.1"]', "--set", "fd_groups=4", "--set", "int8_kernel_factor=2.0"]
+        "--set", 'cache_points=["up.2.res.1"]', "--set", "fd_groups=4", "--set", "int8_kernel_factor=2.0",
+        "--set", "ablate=true"]
 
 
 def _summary(line: str) -> dict[str, str]:
@@ -47,6 +48,13 @@ def test_bench_prints_fd_with_ci_floor_and_paired_claims(tmp_path, capsys):
     # preset 'official' rows: its own FP (quad spacing) and CacheQuant, on the same evaluation noise
     off, ours = rows["CacheQuant official N=2 w8a8"], rows["CacheQuant DPS+DEC N=2 w8a8"]
     assert rows["FP official (quad spacing)"]["fd"] != rows["FP"]["fd"]  # another sampler: quad spacing
+    with open(run / "ablation.csv") as fh:
+        ablation = {r["switch"]: r for r in csv.DictReader(fh)}
+    assert set(ablation) == set(bc.ABLATIONS)
+    for r in ablation.values():  # each switch alone, paired against ours on the same noise
+        assert float(r["lo"]) <= float(r["fd_minus_ours"]) <= float(r["hi"])
+        assert r["verdict"] in {"supported", "not distinguishable"}
+    assert float(ablation["attn_quant"]["fd_minus_ours"]) != 0.0  # the switch reached the sampler
     assert off["refresh"] and off["fd"] != ours["fd"]
     # Amdahl with the measured k = 2 on that share only, for quantized rows; FP rows are not combined
     best_quant_mac = max(float(r["mac_x"]) for c, r in rows.items() if "w8a8" in c)
