@@ -235,8 +235,8 @@ def ablation_rows(task: ModelShardTask, quality: Quality, cfg: CacheQuantBenchCo
     for name, switch in ABLATIONS.items():
         t0 = time.perf_counter()
         method = preset_config("ours", **{**base.method_config(cfg.calib).to_dict(), **switch})
-        sampler = prepare_cachequant(task.unet, task.scheduler, cfg.steps, method, calib[: method.noise_needed],
-                                     memo=task.memo)
+        sampler = prepare_cachequant(task.unet, task.scheduler, cfg.steps, method,
+                                     calib[: method.noise_needed], memo=task.memo)
         x, _ = task._sample(sampler)
         key = ("ablation", name)
         row = {"switch": name, "mse": float((x - task.fp_samples).pow(2).mean()),
