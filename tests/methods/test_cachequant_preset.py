@@ -109,17 +109,24 @@ def test_mse_activation_ranges_use_the_configured_p():
     assert steps[2.4] > steps[2.0] * 1.2
 
 
-def _shortcut(split: int = 3):
+def _shortcut(x: torch.Tensor, split: int = 3):
+    """A 3-bit 1x1 QuantConv2d whose weights *and* input quantizer are calibrated (on `x`), so Q(x) != x."""
     conv = nn.Conv2d(5, 4, 1)
     torch.nn.init.normal_(conv.weight, std=0.5)
     layer = QuantConv2d(conv, 3, 3, QuantConfig(w_bits=3, a_bits=3))
     layer.calibrate_weight()
-    return layer, HalfCorrectedShortcut(layer, StepClock(), split)
+    clock = StepClock()
+    layer.a_quant = StepActQuant(3, 1, clock, observer="minmax")
+    layer.a_quant.start_observing()
+    layer.a_quant(x)
+    layer.a_quant.finish_observing()
+    assert not torch.allclose(layer.a_quant(x), x)
+    return layer, HalfCorrectedShortcut(layer, clock, split)
 
 
 def test_half_corrected_shortcut_without_params_is_the_layer_and_corrects_only_the_cached_half():
-    layer, half = _shortcut()
     x = torch.randn(6, 5, 4, 4, generator=torch.Generator().manual_seed(1))
+    layer, half = _shortcut(x)
     assert torch.allclose(half(x), layer(x), atol=1e-5)  # the split sum is the whole convolution
     half.fitting = True
     fixed = half(x)
