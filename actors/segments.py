@@ -120,7 +120,9 @@ def rows_to_batch(rows: list[Mapping[str, Any]]) -> pa.RecordBatch:
                 names.append(key)
     arrays, fields = [], []
     for name in names:
-        values = [_plain(row.get(name)) for row in rows]
+        values = [row.get(name) for row in rows]
+        if any(type(v) not in _PLAIN_TYPES for v in values):  # numpy/torch scalars only where present
+            values = [_plain(v) for v in values]
         if name in _BASE_TYPES:
             arr = pa.array(values, type=_BASE_TYPES[name])
         else:
@@ -133,6 +135,9 @@ def rows_to_batch(rows: list[Mapping[str, Any]]) -> pa.RecordBatch:
         arrays.append(arr)
         fields.append(pa.field(name, arr.type))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})
 
 
 def _plain(v: Any) -> Any:

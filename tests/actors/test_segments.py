@@ -177,3 +177,17 @@ def test_sigkilled_writer_loses_no_flushed_batch(tmp_path):
 def test_writer_needs_an_existing_run_dir(tmp_path):
     with pytest.raises(ResultsError, match="does not exist"):
         SegmentWriter(tmp_path / "missing")
+
+
+def test_numpy_and_torch_scalars_become_plain_values_even_beside_plain_ones():
+    """The fast path skips conversion only for columns of plain Python values; a column mixing a
+    float with numpy/torch 0-d scalars still lands as one float64 (int64) column with the values."""
+    import numpy as np
+    import torch
+
+    rows = _rows(3)
+    rows[1]["acc"], rows[2]["acc"] = np.float32(0.25), torch.tensor(0.75)
+    rows[0]["n"], rows[1]["n"], rows[2]["n"] = 1, np.int64(2), torch.tensor(3)
+    batch = rows_to_batch(rows)
+    assert batch.schema.field("acc").type == pa.float64() and batch.schema.field("n").type == pa.int64()
+    assert batch.column("acc").to_pylist() == [0.5, 0.25, 0.75] and batch.column("n").to_pylist() == [1, 2, 3]
