@@ -493,8 +493,11 @@ def verdicts(run: BenchRun, quality: Quality, rows: list[dict], speed: list[dict
         claim(f"cachequant_beats_naive_{bits}", cq_point, naive, -1)
         qd, cq = by[ShardPoint(n, "qdps", bits, "both")], by[cq_point]
         out[f"qdps_same_schedule_{bits}"] = int(qd["refresh"] == cq["refresh"])
-        if ("official", cq_point) in by:  # not a paper claim: which variant is better, if either
+        if ("official", cq_point) in by:  # not paper claims: which variant is better, if either, and
+            # what each costs over its *own* FP sampler (the official one samples on quad spacing)
             claim(f"official_beats_ours_{bits}", ("official", cq_point), cq_point, -1)
+            claim(f"ours_costs_over_fp_{bits}", cq_point, fp_point, +1)
+            claim(f"official_costs_over_its_fp_{bits}", ("official", cq_point), ("official", fp_point), +1)
     run.table("claims", claims, "paper claims: paired FD(a) - FD(b), 95% jackknife CI; supported only when "
               f"the CI excludes 0, |effect| > noise floor {floor.hi:.4g} and the sign is the claimed one")
     matched = []

@@ -28,7 +28,8 @@ def test_bench_prints_fd_with_ci_floor_and_paired_claims(tmp_path, capsys):
     verdicts = {k: v for k, v in s.items() if k.endswith("_verdict")}
     assert set(verdicts) == {"dps_beats_uniform_fp_verdict", "naive_worse_than_cache_only_w8a8_verdict",
                              "naive_worse_than_quant_only_w8a8_verdict", "dec_recovers_w8a8_verdict",
-                             "cachequant_beats_naive_w8a8_verdict", "official_beats_ours_w8a8_verdict"}
+                             "cachequant_beats_naive_w8a8_verdict", "official_beats_ours_w8a8_verdict",
+                             "ours_costs_over_fp_w8a8_verdict", "official_costs_over_its_fp_w8a8_verdict"}
     assert set(verdicts.values()) <= {"supported", "not_distinguishable", "opposite"}
     q = float(s["int8_mac_share"])
     assert 0.0 < q < 0.5  # the digits U-Net's Linear/1x1 share: most MACs are 3x3 convs
