@@ -209,6 +209,12 @@ Rebuild a scheduler with `sims.zoo.ddpm_scenes.build_scheduler("ddim" | "ddpm")`
 CIs: delete-a-group jackknife over the samples ({FD_GROUPS} groups), the real set fixed
 (`methods.metrics.stats.grouped_jackknife_ci`). Scene-FD uses the committed `scenes-classifier`
 (see its card for the scale: blur, noise). Sample grid: `{grid.name}` (DDIM-50).
+
+What this bed is for: measuring what caching and quantization *cost relative to this FP model*
+(paired FD differences on the same noise, bench_cachequant), on a U-Net whose low-resolution levels
+hold most of the compute. It is not a good generator: its FD is far above the real-vs-real floor
+(a {card["steps"]}-step budget on one CPU core), and the smallest generated class share is
+{card["class_shares_min"]:.3f} (uniform: 0.167) — striped backgrounds come out rarer than smooth ones.
 """
     return write_zoo_files(NAME, model, card, md, out_dir)
 
