@@ -26,11 +26,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.errors import ConfigError
 from methods.metrics.frechet import frechet_distance, gaussian_stats
 from methods.metrics.stats import grouped_jackknife_ci
 from sims.data.scenes import IMAGE_SIZE, load_scenes_split
-from sims.zoo.diffusion_training import DiffusionRecipe, ddim_sample, fit_eps_model
+from sims.zoo.diffusion_training import (
+    DiffusionRecipe,
+    ddim_sample,
+    fit_eps_model,
+    scheduler_config_of,
+    scheduler_from_config,
+)
 from sims.zoo.registry import WEIGHTS_DIR, ZooSpec, load_zoo_model, read_card, register_zoo
 from sims.zoo.training import card_table, param_count, write_zoo_files
 
@@ -54,7 +59,6 @@ EVAL_SAMPLES = 1000
 EVAL_DDIM_STEPS = 20
 EVAL_SEED = 1234
 FD_GROUPS = 20
-SCHEDULER_KINDS = ("ddim", "ddpm")
 
 
 def build() -> nn.Module:
@@ -66,21 +70,14 @@ def build() -> nn.Module:
 
 def scheduler_config() -> dict[str, Any]:
     """The DDPM scheduler's full config as a JSON-ready dict (private `_` keys dropped)."""
-    from diffusers import DDPMScheduler
-
-    cfg = dict(DDPMScheduler(**SCHEDULER_KWARGS).config)
-    return {k: v for k, v in cfg.items() if not k.startswith("_")}
+    return scheduler_config_of(SCHEDULER_KWARGS)
 
 
 def build_scheduler(kind: str = "ddim", config: dict[str, Any] | None = None, root: Path | None = None):
     """A fresh `DDIMScheduler` or `DDPMScheduler` from `config` (default: the committed card's)."""
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    if kind not in SCHEDULER_KINDS:
-        raise ConfigError(f"scheduler kind must be one of {SCHEDULER_KINDS}, got {kind!r}.")
     if config is None:
         config = read_card(NAME, root)["scheduler_config"]
-    return (DDIMScheduler if kind == "ddim" else DDPMScheduler).from_config(config)
+    return scheduler_from_config(kind, config)
 
 
 def load(kind: str = "ddim", root: Path | None = None) -> tuple[nn.Module, Any]:

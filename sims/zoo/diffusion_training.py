@@ -102,3 +102,23 @@ def ddim_sample(
             x = scheduler.step(eps, t, x, generator=gen).prev_sample
         out.append(x)
     return ((torch.cat(out) + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+SCHEDULER_KINDS = ("ddim", "ddpm")
+
+
+def scheduler_config_of(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A DDPM scheduler's full config from `kwargs` as a JSON-ready dict (private `_` keys dropped)."""
+    from diffusers import DDPMScheduler
+
+    cfg = dict(DDPMScheduler(**kwargs).config)
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}
+
+
+def scheduler_from_config(kind: str, config: dict[str, Any]):
+    """A fresh `DDIMScheduler` ('ddim') or `DDPMScheduler` ('ddpm') from a card's scheduler config."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if kind not in SCHEDULER_KINDS:
+        raise ConfigError(f"scheduler kind must be one of {SCHEDULER_KINDS}, got {kind!r}.")
+    return (DDIMScheduler if kind == "ddim" else DDPMScheduler).from_config(config)

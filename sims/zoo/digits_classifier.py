@@ -32,6 +32,7 @@ from sims.data.digits import NUM_CLASSES, load_digits_split
 from sims.zoo.registry import ZooSpec, load_zoo_model, register_zoo
 from sims.zoo.training import (
     ClassifierRecipe,
+    batched_features,
     card_table,
     classifier_card,
     fit_digits,
@@ -108,10 +109,7 @@ def digit_features(
 ) -> np.ndarray:
     """Penultimate (64-d, pre-ReLU) features of `images` as a float64 array (N, 64)."""
     model = model if model is not None else load_zoo_model(NAME)
-    x = _prepare(images, value_range)
-    model.eval()
-    feats = [model.features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return torch.cat(feats).double().numpy()
+    return batched_features(model, _prepare(images, value_range), batch_size)
 
 
 def digit_fd(

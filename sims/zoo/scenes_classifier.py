@@ -29,6 +29,7 @@ from sims.data.scenes import IMAGE_SIZE, NUM_CLASSES, load_scenes_split
 from sims.zoo.registry import ZooSpec, load_zoo_model, register_zoo
 from sims.zoo.training import (
     ClassifierRecipe,
+    batched_features,
     card_table,
     classifier_card,
     fit_on_split,
@@ -98,10 +99,7 @@ def scene_features(
 ) -> np.ndarray:
     """Penultimate (128-d, pre-ReLU) features of `images` as a float64 array (N, 128)."""
     model = model if model is not None else load_zoo_model(NAME)
-    x = _prepare(images, value_range)
-    model.eval()
-    feats = [model.features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return torch.cat(feats).double().numpy()
+    return batched_features(model, _prepare(images, value_range), batch_size)
 
 
 def scene_fd(

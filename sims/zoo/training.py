@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -236,3 +237,12 @@ def card_table(card: dict[str, Any], keys: list[str]) -> str:
             value = f"{value:.4g}"
         rows.append(f"| {key} | {value} |")
     return "\n".join(rows)
+
+
+@torch.no_grad()
+def batched_features(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """`model.features` (a feature network's penultimate layer) over `x` in batches, eval mode, as a
+    float64 array: what digit- and scene-FD are computed on."""
+    model.eval()
+    feats = [model.features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.cat(feats).double().numpy()
