@@ -161,6 +161,26 @@ def load_pipeline(cfg: ShardConfig) -> tuple[torch.nn.Module, Any, str]:
     return ck.unet, ck.scheduler, str(cfg.model)
 
 
+def fd_feature_net(scenes: bool) -> tuple[str, Any, Any]:
+    """The zoo's FD feature network for a bed: (quality name, features of [0, 1] images, split loader
+    `split("test" | "train")` -> images). scenes-classifier for ddpm-scenes, digits-classifier else."""
+    from sims.zoo.registry import load_zoo_model
+
+    if scenes:
+        from sims.data.scenes import load_scenes_split
+        from sims.zoo import scenes_classifier as sc
+
+        net = load_zoo_model(sc.NAME)
+        return ("scene_fd", lambda imgs: sc.scene_features(net, imgs),
+                lambda split: load_scenes_split(split)[0])
+    from sims.data.digits import load_digits_split
+    from sims.zoo import digits_classifier as dc
+
+    net = load_zoo_model(dc.NAME)
+    return ("digit_fd", lambda imgs: dc.digit_features(net, imgs),
+            lambda split: load_digits_split(split, 16)[0])
+
+
 @register_task("model_shard")
 class ModelShardTask:
     def __init__(self, cfg: ShardConfig) -> None:
@@ -270,22 +290,10 @@ class ModelShardTask:
         """Digit-FD (1x16x16 zoo digits) or scene-FD (3x32x32 zoo scenes) of samples against the real
         test split, with a 95 % delete-a-group jackknife CI over the samples (`fd_ci`)."""
         from methods.metrics.frechet import fd_ci, gaussian_stats
-        from sims.zoo.registry import load_zoo_model
 
         if not hasattr(self, "_fd_net"):
-            if self.digits:
-                from sims.data.digits import load_digits_split
-                from sims.zoo import digits_classifier as dc
-
-                net, features = load_zoo_model(dc.NAME), dc.digit_features
-                real = load_digits_split("test", 16)[0]
-            else:
-                from sims.data.scenes import load_scenes_split
-                from sims.zoo import scenes_classifier as sc
-
-                net, features = load_zoo_model(sc.NAME), sc.scene_features
-                real = load_scenes_split("test")[0]
-            self._fd_net = (net, features, gaussian_stats(features(net, real)))
-        net, features, real_stats = self._fd_net
-        feats = features(net, ((x.cpu() + 1) / 2).clamp(0, 1))
+            _, features, split = fd_feature_net(self.scenes)
+            self._fd_net = (features, gaussian_stats(features(split("test"))))
+        features, real_stats = self._fd_net
+        feats = features(((x.cpu() + 1) / 2).clamp(0, 1))
         return fd_ci(feats, real_stats, groups=min(16, len(feats) // 2))

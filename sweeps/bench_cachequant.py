@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,9 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from actors.model_shard import ModelShardTask, ShardConfig, ShardPoint
+from actors.model_shard import ModelShardTask, ShardConfig, ShardPoint, fd_feature_net
 from cluster.bench_cli import BenchRun, Shorthand, run_bench, shorthands
-from methods.cachequant import CacheQuantSampler, StepClock, prepare_cachequant, preset_config
+from methods.cachequant import CacheQuantSampler, StepClock, prepare_cachequant
 from methods.deepcache import DeepCacheUNet, cache_point_macs, step_bops
 from methods.errors import ConfigError
 from methods.metrics.frechet import fd_ci, gaussian_stats, paired_fd_difference
@@ -123,26 +123,12 @@ class Quality:
     methods.metrics: `fd_ci`, `paired_fd_difference`, `noise_floor`)."""
 
     def __init__(self, task: ModelShardTask, groups: int) -> None:
-        from sims.zoo.registry import load_zoo_model
-
         self.groups = groups
-        if task.scenes:
-            from sims.data.scenes import load_scenes_split
-            from sims.zoo import scenes_classifier as sc
-
-            net, self.name = load_zoo_model(sc.NAME), "scene_fd"
-            self._feats = lambda imgs: sc.scene_features(net, imgs)
-            test, pool = load_scenes_split("test")[0], load_scenes_split("train")[0]
-        elif task.digits:
-            from sims.data.digits import load_digits_split
-            from sims.zoo import digits_classifier as dcl
-
-            net, self.name = load_zoo_model(dcl.NAME), "digit_fd"
-            self._feats = lambda imgs: dcl.digit_features(net, imgs)
-            test, pool = load_digits_split("test", 16)[0], load_digits_split("train", 16)[0]
-        else:
+        if not (task.scenes or task.digits):
             self.name = ""  # no feature network for this model: MSE vs FP only
             return
+        self.name, self._feats, split = fd_feature_net(task.scenes)
+        test, pool = split("test"), split("train")
         self.real = gaussian_stats(self._feats(test))
         # disjoint real draws at the bench's size where the pool allows three, else smaller
         self.floor_size = min(task.cfg.samples, len(pool) // 3)
@@ -234,7 +220,7 @@ def ablation_rows(task: ModelShardTask, quality: Quality, cfg: CacheQuantBenchCo
     rows = []
     for name, switch in ABLATIONS.items():
         t0 = time.perf_counter()
-        method = preset_config("ours", **{**base.method_config(cfg.calib).to_dict(), **switch})
+        method = replace(base.method_config(cfg.calib), **switch)
         sampler = prepare_cachequant(task.unet, task.scheduler, cfg.steps, method,
                                      calib[: method.noise_needed], memo=task.memo)
         x, _ = task._sample(sampler)
