@@ -26,8 +26,9 @@ loaded) [inferred]: quality is then MSE vs FP in latent space only.
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -110,6 +111,9 @@ class ShardConfig(ConfigDict):
     samples: int = 64
     calib_samples: int = 8
     noise_seed: int = 1234
+    # 0: the calibration noise follows the evaluation noise on noise_seed's generator (every row before
+    # the field existed); k > 0: an independent calibration draw, generator seed (noise_seed, k)
+    calib_seed: int = 0
     quality: str = "auto"
     preset: str = "ours"  # methods.cachequant.PRESETS: 'ours' or 'official' (the DDPM-CIFAR code path)
     version: int = 1
@@ -118,6 +122,9 @@ class ShardConfig(ConfigDict):
         if self.preset not in PRESETS:
             raise ConfigError(f"task.preset must be one of {list(PRESETS)}, got {self.preset!r}. "
                               f"{did_you_mean(str(self.preset), PRESETS)}")
+        if isinstance(self.calib_seed, bool) or not isinstance(self.calib_seed, int) or self.calib_seed < 0:
+            raise ConfigError(f"task.calib_seed must be an integer >= 0 (0 = the default calibration draw); "
+                              f"got {self.calib_seed!r}.")
         if self.steps < 2 or self.samples < 2 or self.calib_samples < 1:
             raise ConfigError(
                 f"need steps >= 2, samples >= 2, calib_samples >= 1; got {self.steps}, "
@@ -192,8 +199,8 @@ class ModelShardTask:
         shape = (unet.config.in_channels, *size)
         gen = torch.Generator().manual_seed(cfg.noise_seed)
         self.noise = torch.randn((cfg.samples, *shape), generator=gen).to(self.device)
-        n_calib = max(cfg.calib_samples, FP_POINT.method_config(cfg.calib_samples, cfg.preset).noise_needed)
-        self.calib_noise = torch.randn((n_calib, *shape), generator=gen).to(self.device)
+        self._gen_after_noise = gen.get_state()
+        self.calib_noise = self._calibration_noise(cfg, shape, gen)
         self.cond = self._cond(cfg.samples)
         # digit-FD only where the zoo's digit classifier is a feature network for these samples
         zoo_or_asked = cfg.model in ("auto", "untrained") or cfg.quality == "digit_fd"
@@ -215,6 +222,26 @@ class ModelShardTask:
         self.fp, (self.fp_samples, self.fp_seconds) = fp, self._sample(fp)
         self.fp_macs = step_macs(fp.dc, self.noise, 500, self._cond(1))["full"]
         self.fp_bops = step_bops(fp.dc, self.noise, 500, self._cond(1))["full"]
+
+    def _calibration_noise(self, cfg: ShardConfig, shape: tuple, gen: torch.Generator) -> torch.Tensor:
+        n_calib = max(cfg.calib_samples, FP_POINT.method_config(cfg.calib_samples, cfg.preset).noise_needed)
+        if cfg.calib_seed:
+            gen = torch.Generator().manual_seed(cfg.noise_seed * 1_000_003 + cfg.calib_seed)
+        return torch.randn((n_calib, *shape), generator=gen).to(self.device)
+
+    def with_calibration(self, calib_seed: int) -> "ModelShardTask":
+        """The same task (model, evaluation noise, FP samples, timings) with another calibration draw:
+        a calibration seed is a unit of a CI without re-sampling FP. Nothing calibrated is shared
+        (a fresh memo); the copy's cfg records the seed."""
+        if calib_seed == self.cfg.calib_seed:
+            return self
+        other = copy.copy(self)
+        other.cfg = replace(self.cfg, calib_seed=calib_seed)
+        gen = torch.Generator()
+        gen.set_state(self._gen_after_noise)  # where __init__'s draw of calib_seed 0 starts
+        other.calib_noise = other._calibration_noise(other.cfg, tuple(self.noise.shape[1:]), gen)
+        other.memo = {}
+        return other
 
     def _cond(self, n: int) -> dict:
         if type(self.unet).__name__ != "UNet2DConditionModel":

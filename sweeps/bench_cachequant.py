@@ -35,9 +35,13 @@ Common flags as for every sweep (`--config`, `--set`, `--out`, `--run-id`, `--dr
 cluster/bench_cli.py); the knobs are the fields of `CacheQuantBenchConfig` (`--set fd_tol=0.1`,
 `--set speed_only=true`). Writes run.json, speed.csv/.md, quality.csv/.md, corrections.csv/.md,
 non_orthogonality.csv/.md and quality_vs_speed.png into results/bench_cachequant/<run_id>/; the
-last line is `summary: key=value ...`. Also cache_points.csv/.md, claims.csv/.md. Units of the CIs
-are the generated samples of one noise seed (ShardConfig.noise_seed) and one calibration draw:
-they measure sampling noise of FD, not calibration-to-calibration variation.
+last line is `summary: key=value ...` (each claim's effect, its CI and verdict among them). Also
+cache_points.csv/.md, claims.csv/.md. The tables' rows are one noise seed (ShardConfig.noise_seed)
+and calibration draw 0: their CIs measure the sampling noise of FD only. The claims and the
+matched-quality test are over `calib_seeds` calibration draws (ShardConfig.calib_seed 0..n-1, the
+same evaluation noise): each configuration that calibrates (quantization, DPS, DEC) is re-run per
+draw, and the CI of the mean paired difference adds the between-draw spread to the jackknife
+(`paired_fd_difference_over_draws`) [ours]. The ablation table is calibration draw 0 only.
 """
 
 from __future__ import annotations
@@ -59,7 +63,12 @@ from cluster.bench_cli import BenchRun, Shorthand, run_bench, shorthands
 from methods.cachequant import CacheQuantSampler, StepClock, prepare_cachequant
 from methods.deepcache import DeepCacheUNet, cache_point_macs, step_bops
 from methods.errors import ConfigError
-from methods.metrics.frechet import fd_ci, gaussian_stats, paired_fd_difference
+from methods.metrics.frechet import (
+    fd_ci,
+    gaussian_stats,
+    paired_fd_difference,
+    paired_fd_difference_over_draws,
+)
 from methods.metrics.stats import Verdict, claim_line, compare, noise_floor
 from methods.plotting import new_figure, save_figure
 from methods.qdiffusion import QDiffusionConfig, qdiffusion_quantize
@@ -78,6 +87,9 @@ class CacheQuantBenchConfig:
     steps: int = 20  # DDIM steps
     samples: int = 1000  # FD needs ~1,000 samples to resolve differences above its noise floor
     calib: int = 4  # calibration / DPS trajectories
+    # calibration draws (ShardConfig.calib_seed 0..n-1) behind every claim and matched-quality test:
+    # the CI then covers calibration-to-calibration variation as well as sampling (>= 3 for a claim)
+    calib_seeds: int = 3
     interval: int = 5  # cache interval of the quality table
     intervals: tuple[int, ...] = (1, 2, 3, 5, 10)  # cache intervals of the speed table
     speed_only: bool = False  # only the per-interval table (intervals from 1)
@@ -106,6 +118,9 @@ class CacheQuantBenchConfig:
         if self.int8_kernel_factor < 0:
             raise ConfigError(f"int8_kernel_factor must be a measured factor > 0 (bench_int8's summary), "
                               f"or 0 to skip the combination; received {self.int8_kernel_factor}.")
+        if self.calib_seeds < 1:
+            raise ConfigError(f"calib_seeds must be >= 1 calibration draws (3 or more for a claim); received "
+                              f"{self.calib_seeds}.")
         if self.fd_groups < 2:
             raise ConfigError(f"fd_groups must be >= 2 jackknife groups; received {self.fd_groups}.")
         if not self.bits:
@@ -115,7 +130,8 @@ class CacheQuantBenchConfig:
 
 
 _ROWS: dict[ShardPoint, dict] = {}
-_FEATS: dict[ShardPoint, np.ndarray] = {}
+_FEATS: dict[Any, np.ndarray] = {}
+_TASKS: dict[tuple[str, int], ModelShardTask] = {}  # (preset, calibration seed) -> task
 
 
 class Quality:
@@ -192,6 +208,7 @@ def official_rows(cfg: CacheQuantBenchConfig, quality: Quality, n: int) -> list[
     spacing), sizes and switches, on the same evaluation noise as every other row (paired FDs)."""
     task = ModelShardTask(ShardConfig(model=cfg.model, steps=cfg.steps, samples=cfg.samples,
                                       calib_samples=cfg.calib, quality="mse", preset="official"))
+    _TASKS[("official", 0)] = task
     rows = [row(task, quality, "FP official (quad spacing)", ShardPoint(1, "uniform", "fp", "none"))]
     rows += [row(task, quality, f"CacheQuant official N={n} {bits}", ShardPoint(n, "dps", bits, "both"))
              for bits in cfg.bits]
@@ -228,7 +245,7 @@ def ablation_rows(task: ModelShardTask, quality: Quality, cfg: CacheQuantBenchCo
         row = {"switch": name, "mse": float((x - task.fp_samples).pow(2).mean()),
                **_quality_fields(quality, key, x), "seconds": time.perf_counter() - t0}
         if quality.name and base in _FEATS:
-            est = _paired(quality, key, base)
+            est, _ = _paired(quality, key, base)
             status = compare(est, quality.floor).value
             row.update(fd_minus_ours=est.value, lo=est.lo, hi=est.hi, verdict=status)
         rows.append(row)
@@ -280,12 +297,14 @@ def body(run: BenchRun) -> dict[str, Any]:
     cfg: CacheQuantBenchConfig = run.config
     _ROWS.clear()  # memoised rows belong to one task
     _FEATS.clear()
+    _TASKS.clear()
     torch.set_num_threads(1)
     start = time.perf_counter()
     task = ModelShardTask(
         ShardConfig(model=cfg.model, steps=cfg.steps, samples=cfg.samples, calib_samples=cfg.calib,
                     quality="mse")
     )
+    _TASKS[("ours", 0)] = task
     quality = Quality(task, cfg.fd_groups)
     print(
         f"model: {task.model_name}  steps={cfg.steps}  samples={cfg.samples}  calib={cfg.calib}  "
@@ -438,8 +457,41 @@ def speed_accounting(run: BenchRun, task: ModelShardTask, rows: list[dict],
     return out
 
 
-def _paired(quality: Quality, a: ShardPoint, b: ShardPoint):
-    return paired_fd_difference(_FEATS[a], _FEATS[b], quality.real, quality.groups)
+def _calibrated(point: ShardPoint) -> bool:
+    """Whether a configuration's samples depend on the calibration draw (quantization, DPS, DEC)."""
+    return point.bits != "fp" or point.schedule != "uniform" or point.corrections != "none"
+
+
+def draw_features(quality: Quality, key: Any, seed: int) -> np.ndarray:
+    """FD features of configuration `key` (a point, or (preset, point)) under calibration seed `seed`,
+    on the same evaluation noise as every other arm; seed 0 is the tables' row. A configuration that
+    uses no calibration has the same samples under every seed."""
+    preset, point = key if isinstance(key, tuple) else ("ours", key)
+    if seed == 0 or not _calibrated(point):
+        return _FEATS[key]
+    fkey = ("calib", seed, key)
+    if fkey not in _FEATS:
+        if (preset, seed) not in _TASKS:
+            _TASKS[(preset, seed)] = _TASKS[(preset, 0)].with_calibration(seed)
+        task = _TASKS[(preset, seed)]
+        task.evaluate(point.to_dict(), seed=0, trial=0, chunk=0, n_chunks=1)
+        _FEATS[fkey] = quality.features(task.last_samples)
+    return _FEATS[fkey]
+
+
+def _paired(quality: Quality, a: Any, b: Any, seeds: int = 1):
+    """FD(a) - FD(b), paired on the evaluation noise; over `seeds` calibration draws when > 1
+    (`paired_fd_difference_over_draws`: the CI adds the draw-to-draw spread). Returns (Estimate,
+    per-draw differences)."""
+    if seeds > 1 and (_calibrated(_point_of(a)) or _calibrated(_point_of(b))):
+        pairs = [(draw_features(quality, a, s), draw_features(quality, b, s)) for s in range(seeds)]
+        return paired_fd_difference_over_draws(pairs, quality.real, quality.groups)
+    est = paired_fd_difference(_FEATS[a], _FEATS[b], quality.real, quality.groups)
+    return est, np.array([est.value])
+
+
+def _point_of(key: Any) -> ShardPoint:
+    return key[1] if isinstance(key, tuple) else key
 
 
 def verdicts(run: BenchRun, quality: Quality, rows: list[dict], speed: list[dict], n: int,
@@ -457,18 +509,25 @@ def verdicts(run: BenchRun, quality: Quality, rows: list[dict], speed: list[dict
     claims = []
 
     def claim(name: str, a: Any, b: Any, sign: int) -> None:
-        """Claim: FD(a) - FD(b) has sign `sign` (+1: a worse, -1: a better)."""
-        est = _paired(quality, a, b)
+        """Claim: FD(a) - FD(b) has sign `sign` (+1: a worse, -1: a better), over the calibration draws."""
+        est, draws = _paired(quality, a, b, cfg.calib_seeds)
         verdict = compare(est, floor)
         held = verdict == Verdict.SUPPORTED and est.value * sign > 0
         status = "supported" if held else ("opposite" if verdict == Verdict.SUPPORTED else verdict.value)
         claims.append({"claim": name, "a": by[a]["config"], "b": by[b]["config"], "fd_a_minus_b": est.value,
-                       "lo": est.lo, "hi": est.hi, "noise_floor": floor.hi, "verdict": status})
-        print(f"{claim_line(name, est, floor)}  [{status}]")
-        out[f"{name}_verdict"] = status.replace(" ", "_")
+                       "lo": est.lo, "hi": est.hi, "calib_draws": len(draws),
+                       "per_draw": " ".join(f"{d:.3g}" for d in draws), "noise_floor": floor.hi,
+                       "verdict": status})
+        print(f"{claim_line(name, est, floor)}  per draw {claims[-1]['per_draw']}  [{status}]")
+        out.update({f"{name}_verdict": status.replace(" ", "_"), name: est.value, f"{name}_lo": est.lo,
+                    f"{name}_hi": est.hi})
 
-    print(f"\n== the paper's claims: paired {quality.name} differences, noise floor {floor.hi:.4g} "
-          f"({len(quality.real_fds)} real draws of {quality.floor_size}) ==")
+    print(f"\n== the paper's claims: paired {quality.name} differences over {cfg.calib_seeds} calibration "
+          f"draw(s), noise floor {floor.hi:.4g} ({len(quality.real_fds)} real draws of "
+          f"{quality.floor_size}) ==")
+    if cfg.calib_seeds < 3:
+        print(f"  [warning] {cfg.calib_seeds} calibration draw(s): the CIs do not cover calibration-to-"
+              "calibration variation well; use calib_seeds >= 3 for a claim")
     claim("dps_beats_uniform_fp", cache_d, cache_u, -1)
     for bits in cfg.bits:
         quant, naive = ShardPoint(1, "uniform", bits, "none"), ShardPoint(n, "uniform", bits, "none")
@@ -484,13 +543,14 @@ def verdicts(run: BenchRun, quality: Quality, rows: list[dict], speed: list[dict
             claim(f"official_beats_ours_{bits}", ("official", cq_point), cq_point, -1)
             claim(f"ours_costs_over_fp_{bits}", cq_point, fp_point, +1)
             claim(f"official_costs_over_its_fp_{bits}", ("official", cq_point), ("official", fp_point), +1)
-    run.table("claims", claims, "paper claims: paired FD(a) - FD(b), 95% jackknife CI; supported only when "
+    run.table("claims", claims, f"paper claims: paired FD(a) - FD(b), mean over {cfg.calib_seeds} "
+              "calibration draw(s), 95% CI (jackknife over samples + between-draw t); supported only when "
               f"the CI excludes 0, |effect| > noise floor {floor.hi:.4g} and the sign is the claimed one")
     matched = []
     for r in speed + rows:
         if r["point"] == fp_point or r["point"] not in _FEATS:
             continue
-        est = _paired(quality, r["point"], fp_point)
+        est, _ = _paired(quality, r["point"], fp_point, cfg.calib_seeds)
         if est.hi <= floor.hi:  # no worse than FP by more than the floor, at 95 %
             matched.append(r)
     best_mac = max(matched, key=lambda r: r["mac_x"], default=None)

@@ -9,7 +9,8 @@ near singular (non-finite square root) retry with ε·I added to both covariance
 part that numerical error leaves behind, but fail when it is large. Our own additions
 ([inferred]): input validation with typed errors, and clamping the tiny negative values that
 round-off can produce to 0; [ours] `fd_ci` and `paired_fd_difference`, FD and paired FD differences
-with delete-a-group jackknife intervals over the samples.
+with delete-a-group jackknife intervals over the samples, and `paired_fd_difference_over_draws`, the
+mean paired difference over calibration draws with sampling and draw-to-draw variation combined.
 
 Pure NumPy/SciPy; no torch, no file I/O.
 """
@@ -21,7 +22,7 @@ import numpy as np
 from scipy import linalg
 
 from methods.errors import ConfigError
-from methods.metrics.stats import grouped_jackknife_ci
+from methods.metrics.stats import grouped_jackknife_ci, over_draws_ci
 
 EPS = 1e-6
 IMAG_ATOL = 1e-3
@@ -112,3 +113,29 @@ def paired_fd_difference(features_a: np.ndarray, features_b: np.ndarray,
                 - frechet_distance(*gaussian_stats(rows[:, d:]), *real_stats))
 
     return grouped_jackknife_ci(np.concatenate([a, b], axis=1), diff, groups, level, seed)
+
+
+def paired_fd_difference_over_draws(pairs: list[tuple[np.ndarray, np.ndarray]],
+                                    real_stats: tuple[np.ndarray, np.ndarray], groups: int = 20,
+                                    level: float = 0.95, seed: int = 0):
+    """Mean over S draws (calibration seeds) of FD(a_s) - FD(b_s), every arm sampled from the same
+    evaluation noise (row i of every array is the same unit): the jackknife deletes the same rows
+    from every arm and draw, and the between-draw spread adds its own t term
+    (`methods.metrics.stats.over_draws_ci`) [ours]. Returns (Estimate over the S draws, the S
+    per-draw differences)."""
+    arrays = [np.asarray(x, np.float64) for pair in pairs for x in pair]
+    if len(pairs) < 2 or any(x.shape != arrays[0].shape for x in arrays):
+        raise ConfigError(f"paired FD over draws needs >= 2 (a, b) pairs of equal-shape feature arrays (one "
+                          f"row per evaluation sample, the same order in all); got {len(pairs)} pairs of "
+                          f"shapes {sorted({x.shape for x in arrays})}.")
+    d = arrays[0].shape[1]
+
+    def per_draw(rows: np.ndarray) -> np.ndarray:
+        out = []
+        for s in range(len(pairs)):
+            a, b = rows[:, 2 * s * d:(2 * s + 1) * d], rows[:, (2 * s + 1) * d:(2 * s + 2) * d]
+            out.append(frechet_distance(*gaussian_stats(a), *real_stats)
+                       - frechet_distance(*gaussian_stats(b), *real_stats))
+        return np.array(out)
+
+    return over_draws_ci(np.concatenate(arrays, axis=1), per_draw, groups, level, seed)

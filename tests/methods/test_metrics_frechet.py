@@ -106,3 +106,26 @@ def test_paired_fd_difference_is_the_difference_and_pairing_cancels_shared_noise
     assert shuffled.half_width > 2 * est.half_width
     with pytest.raises(ConfigError, match="same noise"):
         paired_fd_difference(a, b[:-1], real)
+
+
+def test_paired_fd_over_draws_is_the_mean_difference_and_widens_with_draw_spread():
+    from methods.metrics.frechet import paired_fd_difference, paired_fd_difference_over_draws
+
+    real, a = _clouds()
+    rng = np.random.default_rng(2)
+    b = a + 0.05 * rng.normal(size=a.shape) + 0.02
+    one = paired_fd_difference(a, b, real, groups=20)
+    same, draws = paired_fd_difference_over_draws([(a, b)] * 3, real, groups=20)
+    assert draws == pytest.approx([one.value] * 3)
+    assert (same.value, same.lo, same.hi) == pytest.approx((one.value, one.lo, one.hi))
+    # draws whose b arms differ (three calibrations): the mean of their differences, a wider interval
+    arms = [a + 0.05 * rng.normal(size=a.shape) + shift for shift in (0.0, 0.02, 0.06)]
+    est, draws = paired_fd_difference_over_draws([(a, x) for x in arms], real, groups=20)
+    singles = [paired_fd_difference(a, x, real, groups=20).value for x in arms]
+    assert draws == pytest.approx(singles)
+    assert est.value == pytest.approx(np.mean(singles))
+    assert est.half_width > one.half_width
+    with pytest.raises(ConfigError, match=">= 2"):
+        paired_fd_difference_over_draws([(a, b)], real)
+    with pytest.raises(ConfigError, match="equal-shape"):
+        paired_fd_difference_over_draws([(a, b), (a, b[:-1])], real)

@@ -36,8 +36,14 @@ def test_bench_prints_fd_with_ci_floor_and_paired_claims(tmp_path, capsys):
     run = tmp_path / "bench_cachequant" / "t"
     with open(run / "claims.csv") as fh:
         claims = list(csv.DictReader(fh))
-    for c in claims:
+    for c in claims:  # every claim involves a calibrated arm: the mean over the 3 calibration draws
+        draws = [float(d) for d in c["per_draw"].split()]
+        assert c["calib_draws"] == "3" and len(draws) == 3
+        assert float(c["fd_a_minus_b"]) == pytest.approx(sum(draws) / 3, rel=1e-2, abs=1e-2)
         assert float(c["lo"]) <= float(c["fd_a_minus_b"]) <= float(c["hi"])
+        assert float(s[f"{c['claim']}_lo"]) <= float(s[c["claim"]]) <= float(s[f"{c['claim']}_hi"])
+    by_claim = {c["claim"]: c for c in claims}  # a DPS schedule may repeat across draws; quantization not
+    assert len(set(by_claim["dec_recovers_w8a8"]["per_draw"].split())) == 3
     with open(run / "cache_points.csv") as fh:
         points = {r["cache_point"]: float(r["fraction"]) for r in csv.DictReader(fh)}
     assert points["up.2.res.1"] < points["up.2.res.0"] < 1.0  # deeper in the last block: cheaper cached step

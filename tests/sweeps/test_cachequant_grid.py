@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -299,3 +300,21 @@ def test_shard_task_caches_at_a_resblock_and_speeds_up_less_than_at_branch_zero(
     at_res = task.evaluate({**point, "cache_point": "up.2.res.1"}, **kw)
     assert at_res["objectives"]["mac_speedup"] > at_branch["objectives"]["mac_speedup"] > 1.0
     assert at_res["objectives"]["mse"] != at_branch["objectives"]["mse"]
+
+
+def test_calibration_seed_draws_new_calibration_noise_on_the_same_evaluation_noise():
+    cfg = ShardConfig(model="untrained", steps=3, samples=4, calib_samples=2)
+    task = ModelShardTask(cfg)
+    other = task.with_calibration(2)
+    assert other.cfg.calib_seed == 2 and task.cfg.calib_seed == 0
+    assert torch.equal(other.noise, task.noise) and other.fp_samples is task.fp_samples
+    assert not torch.equal(other.calib_noise, task.calib_noise) and other.memo is not task.memo
+    # the copy draws what a task built with that seed draws; and back to seed 0 draws the default again
+    assert torch.equal(ModelShardTask(replace(cfg, calib_seed=2)).calib_noise, other.calib_noise)
+    assert torch.equal(other.with_calibration(0).calib_noise, task.calib_noise)
+    point = ShardPoint(2, "dps", "w8a8", "both").to_dict()
+    r0 = task.evaluate(point, seed=0, trial=0, chunk=0, n_chunks=1)["objectives"]["mse"]
+    r2 = other.evaluate(point, seed=0, trial=0, chunk=0, n_chunks=1)["objectives"]["mse"]
+    assert r0 != r2  # the calibration reached the quantizers
+    with pytest.raises(ConfigError, match="calib_seed"):
+        ShardConfig(calib_seed=-1)
