@@ -77,6 +77,10 @@ class StudyConfig:
         inflight_per_actor: trials queued on one actor at once (issue 20): > 1 hides the
             driver's round trip behind the actor's work for cheap trials; 1 keeps today's
             one-trial-per-actor behaviour (an actor's death then fails only its running trial).
+        overlap_land: send a round's rows to the sink and go on (ask, submit, wait) while it writes
+            them, telling the study once they have landed (issue 20): one append in flight, and
+            "rows land, then tell" still holds; for cheap single-chunk trials. Off: each round
+            waits for its append.
     """
 
     sampler: Literal["grid", "tpe", "nsga2", "random"] = "grid"
@@ -88,6 +92,7 @@ class StudyConfig:
     pruner: Literal["none", "median"] = "none"
     max_retries: int = 2
     inflight_per_actor: int = 1
+    overlap_land: bool = False
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -105,6 +110,12 @@ class StudyConfig:
             raise ConfigError(
                 f"study.inflight_per_actor must be >= 1 (trials queued per actor), got "
                 f"{self.inflight_per_actor}; use 1 unless trials take milliseconds."
+            )
+        if self.overlap_land and self.n_chunks > 1:
+            raise ConfigError(
+                f"study.overlap_land needs single-chunk trials (a trial's next chunk goes to its actor "
+                f"only after the chunk's rows land); got n_chunks={self.n_chunks}. Set "
+                "study.overlap_land=false or study.n_chunks=1."
             )
         if self.profile not in PROFILES:
             PROFILES.get(self.profile)  # raises the error listing known profiles

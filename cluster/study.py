@@ -22,6 +22,10 @@ all their rows with one sink append, and only then tell the study about each of 
 what a SIGKILL can lose is the journal records of the last round, which is the case the resume
 already handles (a RUNNING trial with a COMPLETE row is told COMPLETE; one without is retried).
 `StudyOutcome.timings` keeps the seconds spent asking, telling, landing, flushing and waiting.
+With `study.overlap_land` a round's append is sent without waiting: the driver asks, submits and
+collects the next completions while the sink writes, and runs the round's tells when the sink has
+answered (at most one append in flight; the tells of a round still follow its rows). A tell is then
+late by up to one round (<= 50 ms of waiting), so TPE/NSGA-II settle every append before asking.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ class StudyRunner:
         # one round's rows (landed together) and what follows their landing, in order
         self._rows: list[dict[str, Any]] = []
         self._then: list[Callable[[], None]] = []
+        # study.overlap_land: the append in flight (its ref, rows and what waits for it), at most one
+        self._pending: tuple[Any, list[dict[str, Any]], list[Callable[[], None]]] | None = None
         self.timings = dict.fromkeys(("ask", "tell", "land", "flush", "wait", "rounds"), 0.0)
         self.outcome.timings = self.timings
         self.t0 = time.perf_counter()
@@ -337,11 +343,39 @@ class StudyRunner:
         self._then.append(tell)
 
     def _commit(self) -> None:
-        """Land the round's rows with one sink append, then run what waited for them."""
+        """Land the round's rows with one sink append, then run what waited for them. With
+        `study.overlap_land` the append is sent and the loop goes on; what waits for it runs when the
+        next round commits, before the next asks once the sink has answered, or when the pool runs
+        dry (`_settle`) - never before the rows have landed."""
+        self._settle()
         rows, then = self._rows, self._then
         self._rows, self._then = [], []
+        if rows and self.cfg.overlap_land:
+            t = time.perf_counter()
+            self._pending = (self.sink.append.remote(rows), rows, then)
+            self.timings["land"] += time.perf_counter() - t
+            return
         if rows:
             self._land(rows)
+        for step in then:
+            step()
+
+    def _settle(self, block: bool = True) -> None:
+        """Wait for the append in flight (if `block`, else only if the sink has answered), then run
+        what waited for it. A sink that died meanwhile gets the rows again (`_land_now`'s retries)."""
+        if self._pending is None:
+            return
+        ref, rows, then = self._pending
+        if not block and not ray.wait([ref], timeout=0)[0]:
+            return
+        self._pending = None
+        t = time.perf_counter()
+        try:
+            self.outcome.rows_written += ray.get(ref)
+        except ray.exceptions.RayActorError:
+            self._land_now(rows)
+        finally:
+            self.timings["land"] += time.perf_counter() - t
         for step in then:
             step()
 
@@ -430,7 +464,10 @@ class StudyRunner:
 
         last_roll = time.monotonic()
         try:
+            # model-based samplers ask with every landed trial told; grid and random asks need none
+            told_before_ask = self.cfg.sampler not in ("grid", "random")
             while True:
+                self._settle(block=told_before_ask)
                 asked = []
                 for slot in pool.idle_slots():
                     trial = self._next_trial()
@@ -441,9 +478,12 @@ class StudyRunner:
                 for slot, trial in asked:
                     self._submit(pool, slot, trial, self._first_chunk(trial))
                 if not pool.inflight:
+                    if self._pending is not None:  # its tells may enqueue retries: ask again after
+                        self._settle()
+                        continue
                     break
                 t = time.perf_counter()
-                completions = pool.wait(timeout=1.0)
+                completions = pool.wait(timeout=0.05 if self._pending is not None else 1.0)
                 self.timings["wait"] += time.perf_counter() - t
                 self.timings["rounds"] += 1
                 for c in completions:

@@ -49,6 +49,11 @@ reference/quant.md § 3.
   - `act_observer` / `act_p` / `act_chunk`: 'percentile' [ours, the brief] vs 'mse' with p = 2.4
     [code]; `act_chunk` > 0 takes one range per chunk of that many samples (dim 0; for attention
     products that is sample x head rows [inferred]) and running-averages them 0.9/0.1 [code].
+  - `dec_estimator`: the cache DEC's per-channel slope, 'lstsq' (Cov/Var, the paper's regression) or
+    'moments' [ours] (sign(Cov) sd(y)/sd(x)): least squares shrinks the corrected feature towards its
+    mean, by rho^2 in variance, which lowers per-sample MSE but can narrow the sample distribution
+    (raise FD); moment matching keeps each channel's mean and variance. Quantization DEC stays
+    least squares.
   - `quant_dec_on`: 'consumers' [ours] corrects conv1 and the whole shortcut output;
     'shortcut_half' [code] only the cached half of the 1x1 shortcut (`HalfCorrectedShortcut`, the
     official scale folding, exactly).
@@ -92,6 +97,7 @@ QUANTIZERS = ("qdiffusion", "dilatequant")
 #: The bits CacheQuant takes (`methods.quant.bits`): 'fp' or w2..16 a2..16, no kv, no overrides.
 CQ_BITS = {**FAKE_QUANT, "who": "CacheQuant"}
 DEC_FITS = ("cached", "refresh")
+DEC_ESTIMATORS = ("lstsq", "moments")
 QUANT_DEC_ON = ("consumers", "shortcut_half")
 SPACINGS = ("uniform", "quad")
 #: Named presets: field values that `preset_config` starts from (explicit fields override them).
@@ -205,8 +211,12 @@ def record_features(dc: DeepCacheUNet, scheduler: Any, noise: torch.Tensor, step
 
 
 # --------------------------------------------------------------------------------------- regressions
-def channel_affine(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (dim 1) least squares y ~ a x + b over the other dims: a = Cov/Var, b = E[y] - a E[x]."""
+def channel_affine(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12,
+                   estimator: str = "lstsq") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (dim 1) affine y ~ a x + b over the other dims, b = E[y] - a E[x].
+    'lstsq' [paper]: a = Cov/Var, the least-squares slope; it shrinks the corrected feature's spread to
+    rho^2 Var(y) when the correlation rho < 1. 'moments' [ours]: a = sign(Cov) sd(y)/sd(x), which keeps
+    the corrected feature's per-channel mean and variance those of y (at a larger MSE)."""
     if x.shape != y.shape or x.dim() < 2:
         raise ConfigError(
             f"channel_affine needs equal shapes with a channel dim, got {tuple(x.shape)}, {tuple(y.shape)}.")
@@ -215,7 +225,14 @@ def channel_affine(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> tupl
     mx, my = xc.mean(1), yc.mean(1)
     var = ((xc - mx[:, None]) ** 2).mean(1)
     cov = ((xc - mx[:, None]) * (yc - my[:, None])).mean(1)
-    a = torch.where(var > eps, cov / var.clamp_min(eps), torch.zeros_like(var))
+    if estimator == "moments":
+        var_y = ((yc - my[:, None]) ** 2).mean(1)
+        slope = torch.sign(cov) * (var_y / var.clamp_min(eps)).sqrt()
+    elif estimator == "lstsq":
+        slope = cov / var.clamp_min(eps)
+    else:
+        raise ConfigError(f"estimator must be one of {list(DEC_ESTIMATORS)}, got {estimator!r}.")
+    a = torch.where(var > eps, slope, torch.zeros_like(var))
     return a.float(), (my - a * mx).float()
 
 
@@ -227,14 +244,15 @@ def apply_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Ten
 class CacheCorrection:
     """Per cached step (a, b) for the reused cache; `fit=True` fits each step on first use."""
 
-    def __init__(self, dc: DeepCacheUNet, cond: dict | None = None) -> None:
+    def __init__(self, dc: DeepCacheUNet, cond: dict | None = None, estimator: str = "lstsq") -> None:
         self.dc, self.cond, self.params, self.fitting = dc, cond or {}, {}, False
+        self.estimator = estimator
         self.errors: dict[int, tuple[float, float]] = {}  # step -> (error before, after) while fitting
 
     def __call__(self, i: int, t: Any, x: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
         if self.fitting:
             _, truth = self.dc.full(x, t, **self.cond)
-            a, b = channel_affine(cache, truth)
+            a, b = channel_affine(cache, truth, estimator=self.estimator)
             self.params[i] = (a, b)
             fixed = apply_affine(cache, a, b)
             self.errors[i] = (float((cache - truth).pow(2).mean()), float((fixed - truth).pow(2).mean()))
@@ -410,6 +428,7 @@ class CacheQuantConfig:
     act_chunk: int = 0  # >0: ranges of chunks of this many samples, running-averaged 0.9/0.1 [code]
     dec_fit: str = "cached"  # cache DEC fitted on the cached trajectory [ours] | 'refresh' FP run [code]
     dec_samples: int = 0  # trajectories of the cache DEC fit; 0 = calib_samples
+    dec_estimator: str = "lstsq"  # cache DEC slope: least squares [paper] | 'moments' (keeps variance) [ours]
     quant_dec_on: str = "consumers"  # conv1 + whole shortcut [ours] | 'shortcut_half' [code]
     attn_quant: bool = False  # quantize the attention q.k and softmax.v products [code]
     spacing: str = "uniform"  # DDIM step spacing: the scheduler's own | 'quad' [code, DDPM-CIFAR]
@@ -446,6 +465,7 @@ class CacheQuantConfig:
             raise ConfigError(f"give either branch ({self.branch}) or cache_point ({self.cache_point!r}), "
                               "not both: a cache point names one block; set branch back to 0.")
         for name, value, choices in (("dec_fit", self.dec_fit, DEC_FITS),
+                                     ("dec_estimator", self.dec_estimator, DEC_ESTIMATORS),
                                      ("quant_dec_on", self.quant_dec_on, QUANT_DEC_ON),
                                      ("spacing", self.spacing, SPACINGS)):
             if value not in choices:
@@ -623,10 +643,11 @@ def prepare_cachequant(
     cache_fix = None
     if config.cache_dec and len(refresh) < steps:
         key = ("cache_fix", config.cache_at, tuple(refresh), config.dec_trajectories, config.dec_fit,
-               config.spacing)
+               config.spacing, config.dec_estimator)
         if key not in memo:
             fit = fit_cache_correction_refresh if config.dec_fit == "refresh" else fit_cache_correction
-            memo[key] = fit(fp_dc, scheduler, steps, refresh, calib_noise[: config.dec_trajectories], cond)
+            memo[key] = fit(fp_dc, scheduler, steps, refresh, calib_noise[: config.dec_trajectories], cond,
+                            estimator=config.dec_estimator)
         cache_fix = memo[key]
         report["cache_dec_mse_before"], report["cache_dec_mse_after"] = _mean_errors(cache_fix.errors)
     dc = fp_dc
@@ -648,9 +669,10 @@ def prepare_cachequant(
 
 @torch.no_grad()
 def fit_cache_correction(dc: DeepCacheUNet, scheduler: Any, steps: int, refresh: list[int],
-                         noise: torch.Tensor, cond: dict | None = None) -> CacheCorrection:
+                         noise: torch.Tensor, cond: dict | None = None,
+                         estimator: str = "lstsq") -> CacheCorrection:
     """Cache DEC fitted step by step along the cached trajectory of `noise` (errors kept per step)."""
-    fix = CacheCorrection(dc, cond)
+    fix = CacheCorrection(dc, cond, estimator)
     fix.fitting = True
     sample_loop(dc, scheduler, noise, steps, refresh, cond=cond, transform_cache=fix)
     fix.fitting = False
@@ -659,18 +681,19 @@ def fit_cache_correction(dc: DeepCacheUNet, scheduler: Any, steps: int, refresh:
 
 @torch.no_grad()
 def fit_cache_correction_refresh(dc: DeepCacheUNet, scheduler: Any, steps: int, refresh: list[int],
-                                 noise: torch.Tensor, cond: dict | None = None) -> CacheCorrection:
+                                 noise: torch.Tensor, cond: dict | None = None,
+                                 estimator: str = "lstsq") -> CacheCorrection:
     """[code] Cache DEC regressed on one FP run that refreshes every step: for each cached step t,
     X = F_r(t) (the feature of the step that would have refreshed) and Y = F_t, both from that run.
     Streams the run (only the current group's anchor feature is kept)."""
-    fix = CacheCorrection(dc, cond)
+    fix = CacheCorrection(dc, cond, estimator)
     refresh_set, anchor = set(refresh), {}
 
     def record(i, t, x, feature, refreshed):
         if i in refresh_set:
             anchor["f"] = feature.clone()
             return
-        a, b = channel_affine(anchor["f"], feature)
+        a, b = channel_affine(anchor["f"], feature, estimator=estimator)
         fix.params[i] = (a, b)
         fixed = apply_affine(anchor["f"], a, b)
         fix.errors[i] = (float((anchor["f"] - feature).pow(2).mean()), float((fixed - feature).pow(2).mean()))

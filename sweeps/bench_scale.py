@@ -31,8 +31,9 @@ targets.csv/.md and scale.png into results/bench_scale/<run_id>/; each target is
 not met; the last line is `summary:`. Single runs: throughput and ratios are from one run each,
 with within-run intervals (gaps between completions, trials of a window) — they do not cover
 run-to-run variation, which on this shared 2-core machine is large. An actor count whose
-estimated memory (unique memory per worker measured at the previous count) exceeds half the
-available memory is skipped and says so. Our own design; no paper.
+estimated memory (proportional memory per worker, PSS, measured at the previous count) exceeds half
+the available memory is skipped and says so, as is a count at which Ray's memory monitor kills
+workers (and every larger count). Our own design; no paper.
 """
 
 from __future__ import annotations
@@ -228,6 +229,8 @@ def farm_run(spec, label: str, on_progress=None) -> dict[str, Any]:
 
 # -- part 1 -----------------------------------------------------------------------------------
 def part_throughput(cfg: ScaleBenchConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from ray.exceptions import OutOfMemoryError
+
     rows, per_actor_mb, skipped = [], None, []
     for n_actors in cfg.actors:
         if per_actor_mb is not None and per_actor_mb * n_actors > 0.5 * _mem_available_mb():
@@ -242,7 +245,14 @@ def part_throughput(cfg: ScaleBenchConfig) -> tuple[list[dict[str, Any]], dict[s
             n = cfg.tpe_trials_per_point if sampler == "tpe" else cfg.trials_per_point
             n = max(n, 4 * n_actors)
             spec = _spec(f"scale_{sampler}_{n_actors}", sampler, n_actors, n, FRAC, cfg.inflight_per_actor)
-            r = farm_run(spec, f"{sampler}{n_actors}")
+            try:
+                r = farm_run(spec, f"{sampler}{n_actors}")
+            except OutOfMemoryError as e:  # Ray's memory monitor killed workers: this count does not fit
+                skipped.append(n_actors)
+                print(f"[1] {n_actors} actors {sampler}: Ray killed workers for memory, so this and larger "
+                      f"counts are skipped ({str(e).splitlines()[0][:160]})", flush=True)
+                return rows, {"skipped": skipped + [a for a in cfg.actors if a > n_actors],
+                              "mb_per_worker": per_actor_mb}
             t = r["timings"]
             done = r["outcome"].complete
             ci = r["rate_ci"]
@@ -269,15 +279,16 @@ def part_throughput(cfg: ScaleBenchConfig) -> tuple[list[dict[str, Any]], dict[s
                 f"start-up {r['startup_s']:.1f} s)",
                 flush=True,
             )
-        uss = _worker_uss_mb()
-        if uss and n_actors >= 4:
-            per_actor_mb = float(np.mean(uss))
+        pss = _worker_pss_mb()
+        if pss and n_actors >= 4:
+            per_actor_mb = float(np.mean(pss))
     return rows, {"skipped": skipped, "mb_per_worker": per_actor_mb}
 
 
-def _worker_uss_mb() -> list[float]:
-    """Unique memory (USS, MiB) of each Ray worker process started under this driver (the memory
-    estimate: RSS would count the shared pages of torch & co once per process)."""
+def _worker_pss_mb() -> list[float]:
+    """Proportional memory (PSS, MiB) of each Ray worker process started under this driver (the memory
+    estimate: RSS counts the shared pages of torch & co once per process; USS, which the first
+    version used, leaves out the process's share of them and let a 64-actor run be OOM-killed)."""
     try:
         import psutil
     except ImportError:
@@ -286,7 +297,7 @@ def _worker_uss_mb() -> list[float]:
     for p in psutil.Process().children(recursive=True):
         try:
             if "default_worker.py" in " ".join(p.cmdline()):
-                out.append(p.memory_full_info().uss / 2**20)
+                out.append(p.memory_full_info().pss / 2**20)
         except (psutil.Error, TypeError):
             continue
     return out

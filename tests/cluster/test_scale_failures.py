@@ -47,8 +47,8 @@ def ray_64():
     ray.shutdown()
 
 
-def _spec(**task):
-    study = StudyConfig(sampler="grid", actors=ACTORS, inflight_per_actor=2)
+def _spec(overlap: bool = False, **task):
+    study = StudyConfig(sampler="grid", actors=ACTORS, inflight_per_actor=2, overlap_land=overlap)
     return toy_spec("scale", study, space=SPACE, **task)
 
 
@@ -59,8 +59,9 @@ def _exactly_once(run_dir) -> list[dict]:
     return trials
 
 
-def test_actor_death_at_64_actors(ray_64, tmp_path):
-    spec = with_faults(_spec(sleep=0.01), Faults(marker_dir=str(tmp_path), crash_at={"x": 300, "y": 1}))
+@pytest.mark.parametrize("overlap", [False, True], ids=["sync-land", "overlap-land"])
+def test_actor_death_at_64_actors(ray_64, tmp_path, overlap):
+    spec = with_faults(_spec(overlap, sleep=0.01), Faults(marker_dir=str(tmp_path), crash_at={"x": 300, "y": 1}))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     outcome = StudyRunner(spec, run_dir, "scale", progress=False).run()
@@ -70,12 +71,13 @@ def test_actor_death_at_64_actors(ray_64, tmp_path):
     assert any((r["x"], r["y"]) == (300, 1) for r in failed)
 
 
-def test_sink_kill_at_64_actors(ray_64, tmp_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["sync-land", "overlap-land"])
+def test_sink_kill_at_64_actors(ray_64, tmp_path, overlap):
     import ray
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    runner = StudyRunner(_spec(sleep=0.01), run_dir, "scale", progress=False)
+    runner = StudyRunner(_spec(overlap, sleep=0.01), run_dir, "scale", progress=False)
     killed = []
 
     def on_progress(outcome):
@@ -91,7 +93,7 @@ def test_sink_kill_at_64_actors(ray_64, tmp_path):
     assert set(key.values()) == {1}  # no row landed twice
 
 
-def _driver(out: str, resume: bool) -> str:
+def _driver(out: str, resume: bool, overlap: bool = False) -> str:
     return textwrap.dedent(f"""
         import sys
         from pathlib import Path
@@ -101,14 +103,15 @@ def _driver(out: str, resume: bool) -> str:
         from cluster.testing import toy_spec
         connect(num_cpus={ACTORS + 2}, local=True, log_to_driver=False)
         space = {{"x": ("categorical", list(range({N // 2}))), "y": ("categorical", [0, 1])}}
-        spec = toy_spec("scale", StudyConfig(sampler="grid", actors={ACTORS}, inflight_per_actor=2),
-                        space=space, sleep=0.05)
+        spec = toy_spec("scale", StudyConfig(sampler="grid", actors={ACTORS}, inflight_per_actor=2,
+                                                 overlap_land={overlap}), space=space, sleep=0.05)
         o = StudyRunner(spec, Path({out!r}), "scale", progress=False).run(resume={resume})
         print("done", o.complete, o.failed)
     """)
 
 
-def test_driver_sigkill_and_resume_at_64_actors(tmp_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["sync-land", "overlap-land"])
+def test_driver_sigkill_and_resume_at_64_actors(tmp_path, overlap):
     from cluster.headnode import _terminate, our_processes
 
     ray_tmp = tempfile.mkdtemp(prefix="evfs-", dir="/tmp")
@@ -119,7 +122,7 @@ def test_driver_sigkill_and_resume_at_64_actors(tmp_path):
 
     def spawn(resume):
         return subprocess.Popen(
-            [sys.executable, "-c", _driver(str(run_dir), resume)],
+            [sys.executable, "-c", _driver(str(run_dir), resume, overlap)],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,

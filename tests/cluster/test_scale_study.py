@@ -157,3 +157,81 @@ def test_the_waiting_index_pops_the_queue_as_optuna_does(tmp_path):
     )
     assert [t.number for t in again.get_trials(states=(optuna.trial.TrialState.WAITING,))] == [1, 2]
     assert again.ask().number == 1
+
+
+def _stamping_sink(real, delay_s: float):
+    """The run's real sink behind a proxy actor that delays each append and records when each trial
+    row landed (wall clock, after the real sink acknowledged it)."""
+    import time
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class StampingSink:
+        def __init__(self):
+            self.landed: dict[int, float] = {}
+
+        def append(self, rows):
+            time.sleep(delay_s)
+            n = ray.get(real.append.remote(rows))
+            now = time.time()
+            for r in rows:
+                if r["row_kind"] == "trial":
+                    self.landed[r["trial_number"]] = now
+            return n
+
+        def maybe_roll(self):
+            return ray.get(real.maybe_roll.remote())
+
+        def stats(self):
+            return ray.get(real.stats.remote())
+
+        def close(self):
+            return ray.get(real.close.remote())
+
+        def landed_at(self):
+            return self.landed
+
+    return StampingSink.remote()
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random"])
+def test_overlapped_landing_tells_a_trial_only_after_its_row_landed_and_records_the_same(
+        ray_local, tmp_path, sampler):
+    import time
+
+    import ray
+
+    space = {"x": ("categorical", list(range(10))), "y": ("categorical", [0, 1])}
+    results = {}
+    for overlap in (False, True):
+        run_dir = tmp_path / f"o{overlap}"
+        run_dir.mkdir()
+        study = StudyConfig(sampler=sampler, n_trials=20, actors=2, inflight_per_actor=2, overlap_land=overlap)
+        runner = StudyRunner(toy_spec(study=study, space=space), run_dir, "r", progress=False)
+        runner.sink = _stamping_sink(runner.sink, delay_s=0.03)
+        told: dict[int, float] = {}
+        tell = runner.study.tell
+
+        def stamped_tell(trial, *args, _tell=tell, _told=told, **kwargs):
+            _told[trial.number] = time.time()
+            return _tell(trial, *args, **kwargs)
+
+        runner.study.tell = stamped_tell
+        outcome = runner.run()
+        landed = ray.get(runner.sink.landed_at.remote())
+        assert outcome.complete == 20 and sorted(told) == sorted(landed)
+        assert all(told[n] >= landed[n] for n in told)  # rows land, then the study is told
+        trials, counts = _final(run_dir)
+        assert len(trials) == 20 and {r["state"] for r in trials} == {"COMPLETE"}
+        results[overlap] = sorted((r["trial_number"], r["x"], r["y"], r["loss"]) for r in trials)
+    if sampler == "grid":
+        assert results[False] == results[True]
+    assert {k[1:] for k in results[True]} <= {(x, y, (x - 2) ** 2 + y) for x in range(10) for y in (0, 1)}
+
+
+def test_overlapped_landing_refuses_chunked_trials():
+    from methods.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="overlap_land"):
+        StudyConfig(n_chunks=2, overlap_land=True)

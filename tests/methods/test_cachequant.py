@@ -14,6 +14,7 @@ from methods.cachequant import (
     StepActQuant,
     StepClock,
     brute_force,
+    apply_affine,
     channel_affine,
     distance_table,
     dps,
@@ -72,6 +73,31 @@ def test_channel_affine_equals_lstsq():
         sol = torch.linalg.lstsq(torch.cat([xc, torch.ones_like(xc)], 1), yc).solution
         assert a[c].item() == pytest.approx(sol[0].item(), rel=1e-4)
         assert b[c].item() == pytest.approx(sol[1].item(), abs=1e-4)
+
+
+def test_channel_affine_moments_keeps_each_channels_mean_and_variance_where_lstsq_shrinks_them():
+    """y = rho-correlated with x: least squares leaves Var(a x + b) = rho^2 Var(y); moment matching
+    keeps Var(y) and E[y] per channel, and the sign of the correlation (channel 1 is anti-correlated)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, 6, 6, generator=gen)
+    noise = torch.randn(64, 2, 6, 6, generator=gen)
+    y = 0.6 * x + 0.8 * noise + 0.5
+    y[:, 1] = -y[:, 1]
+    for est in ("lstsq", "moments"):
+        a, b = channel_affine(x, y, estimator=est)
+        fixed = apply_affine(x, a, b)
+        for c in range(2):
+            f, t = fixed[:, c].double(), y[:, c].double()
+            rho2 = torch.corrcoef(torch.stack([x[:, c].reshape(-1).double(), t.reshape(-1)]))[0, 1] ** 2
+            assert f.mean().item() == pytest.approx(t.mean().item(), abs=1e-5)
+            want = t.var() if est == "moments" else rho2 * t.var()
+            assert f.var().item() == pytest.approx(want.item(), rel=1e-3)
+            assert (a[c] > 0) == (c == 0)
+    lstsq_mse = (apply_affine(x, *channel_affine(x, y)) - y).pow(2).mean()
+    moments_mse = (apply_affine(x, *channel_affine(x, y, estimator="moments")) - y).pow(2).mean()
+    assert lstsq_mse < moments_mse  # least squares is the MSE optimum; moments trade MSE for spread
+    with pytest.raises(ConfigError, match="estimator"):
+        channel_affine(x, y, estimator="median")
 
 
 def test_cache_correction_lowers_every_cached_step_error():
