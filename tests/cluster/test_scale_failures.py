@@ -61,7 +61,8 @@ def _exactly_once(run_dir) -> list[dict]:
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["sync-land", "overlap-land"])
 def test_actor_death_at_64_actors(ray_64, tmp_path, overlap):
-    spec = with_faults(_spec(overlap, sleep=0.01), Faults(marker_dir=str(tmp_path), crash_at={"x": 300, "y": 1}))
+    faults = Faults(marker_dir=str(tmp_path), crash_at={"x": 300, "y": 1})
+    spec = with_faults(_spec(overlap, sleep=0.01), faults)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     outcome = StudyRunner(spec, run_dir, "scale", progress=False).run()

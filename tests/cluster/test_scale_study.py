@@ -207,7 +207,8 @@ def test_overlapped_landing_tells_a_trial_only_after_its_row_landed_and_records_
     for overlap in (False, True):
         run_dir = tmp_path / f"o{overlap}"
         run_dir.mkdir()
-        study = StudyConfig(sampler=sampler, n_trials=20, actors=2, inflight_per_actor=2, overlap_land=overlap)
+        study = StudyConfig(sampler=sampler, n_trials=20, actors=2, inflight_per_actor=2,
+                            overlap_land=overlap)
         runner = StudyRunner(toy_spec(study=study, space=space), run_dir, "r", progress=False)
         runner.sink = _stamping_sink(runner.sink, delay_s=0.03)
         told: dict[int, float] = {}
