@@ -78,6 +78,12 @@ class ShardPoint(ConfigDict):
             del out["cache_point"]
         return out
 
+    @property
+    def uses_calibration(self) -> bool:
+        """Whether the point's samples depend on the calibration draw: quantization, a searched schedule
+        (DPS, quantization-aware DPS) or a correction. FP with a fixed schedule does not."""
+        return self.bits != "fp" or self.schedule in ("dps", "qdps") or self.corrections != "none"
+
     def method_config(self, calib_samples: int, preset: str = "ours") -> CacheQuantConfig:
         """The method's config; it validates interval, schedule and bits (the only place that does).
         Preset 'ours' takes `calib_samples` for calibration and DPS; 'official' its own sizes."""

@@ -442,7 +442,7 @@ def speed_accounting(run: BenchRun, task: ModelShardTask, rows: list[dict],
     k = cfg.int8_kernel_factor
     table = []
     for r in rows:
-        point = r["point"][1] if isinstance(r["point"], tuple) else r["point"]  # (preset, point) keys
+        point = _point_of(r["point"])
         quantized = point.bits != "fp"
         combined = r["mac_x"] / ((1 - q) + q / k) if (k > 0 and quantized) else float("nan")
         table.append({"config": r["config"], "mac_x": r["mac_x"], "bop_x": r["bop_x"],
@@ -463,17 +463,12 @@ def speed_accounting(run: BenchRun, task: ModelShardTask, rows: list[dict],
     return out
 
 
-def _calibrated(point: ShardPoint) -> bool:
-    """Whether a configuration's samples depend on the calibration draw (quantization, DPS, DEC)."""
-    return point.bits != "fp" or point.schedule != "uniform" or point.corrections != "none"
-
-
 def draw_features(quality: Quality, key: Any, seed: int) -> np.ndarray:
     """FD features of configuration `key` (a point, or (preset, point)) under calibration seed `seed`,
     on the same evaluation noise as every other arm; seed 0 is the tables' row. A configuration that
     uses no calibration has the same samples under every seed."""
-    preset, point = key if isinstance(key, tuple) else ("ours", key)
-    if seed == 0 or not _calibrated(point):
+    preset, point = key[0] if isinstance(key, tuple) else "ours", _point_of(key)
+    if seed == 0 or not point.uses_calibration:
         return _FEATS[key]
     fkey = ("calib", seed, key)
     if fkey not in _FEATS:
@@ -489,7 +484,7 @@ def _paired(quality: Quality, a: Any, b: Any, seeds: int = 1):
     """FD(a) - FD(b), paired on the evaluation noise; over `seeds` calibration draws when > 1
     (`paired_fd_difference_over_draws`: the CI adds the draw-to-draw spread). Returns (Estimate,
     per-draw differences)."""
-    if seeds > 1 and (_calibrated(_point_of(a)) or _calibrated(_point_of(b))):
+    if seeds > 1 and (_point_of(a).uses_calibration or _point_of(b).uses_calibration):
         pairs = [(draw_features(quality, a, s), draw_features(quality, b, s)) for s in range(seeds)]
         return paired_fd_difference_over_draws(pairs, quality.real, quality.groups)
     est = paired_fd_difference(_FEATS[a], _FEATS[b], quality.real, quality.groups)
@@ -497,6 +492,7 @@ def _paired(quality: Quality, a: Any, b: Any, seeds: int = 1):
 
 
 def _point_of(key: Any) -> ShardPoint:
+    """The point of a row key: a ShardPoint, or (preset, point) for preset rows."""
     return key[1] if isinstance(key, tuple) else key
 
 
