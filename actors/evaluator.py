@@ -12,6 +12,7 @@ The actor adds who ran it (actor and node id, pid) and wall times. No maths live
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,19 +23,24 @@ import ray
 @ray.remote
 class Evaluator:
     def __init__(self, task_factory: Callable[[], Any], torch_threads: int = 1) -> None:
+        # torch reads OMP_NUM_THREADS when it is imported; a torch the process already holds is set
+        # directly. Importing torch here for a task that never uses it cost every actor ~1.9 s of
+        # start-up (issue 20's model-load ratio), so the actor imports it only through its task.
+        self.torch_threads = torch_threads
         os.environ["OMP_NUM_THREADS"] = str(torch_threads)
-        try:
-            import torch
-
-            torch.set_num_threads(torch_threads)
-        except ImportError:
-            pass
+        self._set_torch_threads()
         t0 = time.perf_counter()
         self.task = task_factory()
         self.load_seconds = time.perf_counter() - t0
+        self._set_torch_threads()
         ctx = ray.get_runtime_context()
         self.actor_id = ctx.get_actor_id()
         self.node_id = ctx.get_node_id()
+
+    def _set_torch_threads(self) -> None:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.get_num_threads() != self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
 
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         ts_start = time.time()
@@ -62,9 +68,11 @@ class Evaluator:
         }
 
     def info(self) -> dict[str, Any]:
+        torch = sys.modules.get("torch")
         return {
             "actor_id": self.actor_id,
             "node_id": self.node_id,
             "pid": os.getpid(),
             "load_seconds": self.load_seconds,
+            "torch_threads": None if torch is None else torch.get_num_threads(),
         }

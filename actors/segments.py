@@ -113,15 +113,15 @@ def rows_to_batch(rows: list[Mapping[str, Any]]) -> pa.RecordBatch:
     """Rows (dicts) → one record batch: base columns first with canonical types, extras inferred."""
     if not rows:
         raise ConfigError("rows_to_batch needs at least one row; got an empty list.")
-    names: list[str] = list(BASE_NAMES)
-    for row in rows:
-        for key in row:
-            if key not in names:
-                names.append(key)
+    seen: dict[str, Any] = {}
+    for row in rows:  # every key, in first-seen order (dict.update runs in C; issue 20's sink rate)
+        seen.update(row)
+    base = set(BASE_NAMES)
+    names = list(BASE_NAMES) + [key for key in seen if key not in base]
     arrays, fields = [], []
     for name in names:
         values = [row.get(name) for row in rows]
-        if any(type(v) not in _PLAIN_TYPES for v in values):  # numpy/torch scalars only where present
+        if not _PLAIN_TYPES.issuperset(map(type, values)):  # numpy/torch scalars only where present
             values = [_plain(v) for v in values]
         if name in _BASE_TYPES:
             arr = pa.array(values, type=_BASE_TYPES[name])

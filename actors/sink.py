@@ -135,6 +135,9 @@ class ResultSink:
         compact_rows: int = 50_000,
         compact_after: int = 8,
     ) -> None:
+        # pa.array on Python lists imports pandas on first use (~1.5 s here): pay it at start-up,
+        # not in the first append a driver waits for (issue 20's sink rate)
+        pa.array([0.0])
         self.writer = SegmentWriter(run_dir, metadata, roll_rows=roll_rows, roll_seconds=roll_seconds)
         self.compact_rows = compact_rows
         self.compact_after = compact_after

@@ -110,7 +110,9 @@ class StudyRunner:
             str(run_dir), dict(sink_metadata or {}), roll_seconds=sink_roll_seconds
         )
         self.outcome = StudyOutcome(run_dir=run_dir)
-        self.outcome.recovered_rows = ray.get(self.sink.stats.remote())["recovered_rows"]
+        # the sink's start-up (a process, its imports, recovery) runs while the actors start: run()
+        # waits for it after creating the pool, or before reconciling (which reads what it recovers)
+        self._sink_started: Any = self.sink.stats.remote()
         self.trials: dict[int, optuna.Trial] = {}
         self.meta: dict[int, dict[str, int]] = {}  # number -> root, seed, attempt, retries
         self._n_waiting = self._n_logical = 0
@@ -137,6 +139,11 @@ class StudyRunner:
             self._land_now(rows)
         finally:
             self.timings["land"] += time.perf_counter() - t
+
+    def _wait_for_sink(self) -> None:
+        if self._sink_started is not None:
+            self.outcome.recovered_rows = ray.get(self._sink_started)["recovered_rows"]
+            self._sink_started = None
 
     def _land_now(self, rows: list[dict[str, Any]]) -> None:
         # A restarting sink (a new process: imports, recovery of its segment) took longer than the
@@ -436,6 +443,7 @@ class StudyRunner:
         self, resume: bool = False, on_progress: Callable[[StudyOutcome], None] | None = None
     ) -> StudyOutcome:
         if resume:
+            self._wait_for_sink()
             self.reconcile()
         if self.cfg.sampler == "grid":
             self.enqueue_grid()
@@ -464,6 +472,7 @@ class StudyRunner:
 
         last_roll = time.monotonic()
         try:
+            self._wait_for_sink()
             # model-based samplers ask with every landed trial told; grid and random asks need none
             told_before_ask = self.cfg.sampler not in ("grid", "random")
             while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -66,6 +67,7 @@ def test_a_tiny_run_writes_its_tables_plot_and_targets(tmp_path, capsys):
         "samplers": ["random", "grid"],
         "trials_per_point": 20,
         "tpe_trials_per_point": 10,
+        "overlap_actors": [2],
         "cluster_nodes": 0,
         "study_trials": 300,
         "tpe_trials": 300,
@@ -97,6 +99,12 @@ def test_a_tiny_run_writes_its_tables_plot_and_targets(tmp_path, capsys):
     ):
         assert (run_dir / name).exists(), name
     assert "target sink_rows_per_s_20_cols" in out and ("-> met" in out or "-> not met" in out)
+    # overlap_land rows beside the plain ones at the same count; the overhead at both settings
+    thr = list(csv.DictReader((run_dir / "scale_throughput.csv").open()))
+    assert {(r["actors"], r["sampler"], r["overlap_land"]) for r in thr} >= {
+        ("2", "grid", "True"), ("2", "grid", "False"), ("2", "random", "True")
+    }
+    assert np.isfinite(float(summary["overhead_ms_fast"])) and "overhead_ms_1ms_objective_fast" in out
     assert (
         int(summary["targets_met"]) + int(summary["targets_not_met"]) + int(summary["targets_not_measured"])
         >= 8
