@@ -198,9 +198,11 @@ def farm_run(spec, label: str, on_progress=None) -> dict[str, Any]:
 
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-scale-{label}-"))
     stamps: list[float] = []
+    cpu: list[float] = []
 
     def progress(outcome):
         stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
         if on_progress is not None:
             on_progress(outcome)
 
@@ -211,6 +213,11 @@ def farm_run(spec, label: str, on_progress=None) -> dict[str, Any]:
     s = np.asarray(stamps)
     lo, hi = int(len(s) * 0.1), max(int(len(s) * 0.9), int(len(s) * 0.1) + 2)
     window = s[lo:hi]
+    # the driver's CPU time over its wall time in the window: near 1 when the driver is the
+    # bottleneck, low when it waits (for actors, or for a core that other processes hold)
+    c = np.asarray(cpu)[lo:hi]
+    spans = len(window) > 2 and window[-1] > window[0]
+    cpu_share = float((c[-1] - c[0]) / (window[-1] - window[0])) if spans else float("nan")
     gaps = np.diff(window)
     rate = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 2 and window[-1] > window[0] else 0.0
     est = None
@@ -232,6 +239,7 @@ def farm_run(spec, label: str, on_progress=None) -> dict[str, Any]:
         "rate_ci": est,
         "run_dir": run_dir,
         "timings": dict(outcome.timings),
+        "driver_cpu_share": cpu_share,
     }
 
 
@@ -283,6 +291,8 @@ def part_throughput(cfg: ScaleBenchConfig) -> tuple[list[dict[str, Any]], dict[s
                 "land_ms": 1e3 * t["land"] / max(done, 1),
                 "flush_ms": 1e3 * t["flush"] / max(done, 1),
                 "trials_per_round": done / max(t["rounds"], 1),
+                "driver_cpu_share": r["driver_cpu_share"],
+                "load_avg": os.getloadavg()[0],
             }
             rows.append(row)
             print(
@@ -291,7 +301,8 @@ def part_throughput(cfg: ScaleBenchConfig) -> tuple[list[dict[str, Any]], dict[s
                 + (f" [{ci.lo:.0f}, {ci.hi:.0f}]" if ci else "")
                 + f"  (ask {row['ask_ms']:.2f} tell {row['tell_ms']:.2f} land {row['land_ms']:.2f} "
                 f"flush {row['flush_ms']:.2f} ms/trial, {row['trials_per_round']:.1f} trials/round, "
-                f"start-up {r['startup_s']:.1f} s)",
+                f"start-up {r['startup_s']:.1f} s, driver CPU {r['driver_cpu_share']:.0%} of its wall "
+                f"time, load {row['load_avg']:.1f})",
                 flush=True,
             )
         pss = _worker_pss_mb()

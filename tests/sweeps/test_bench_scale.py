@@ -104,6 +104,8 @@ def test_a_tiny_run_writes_its_tables_plot_and_targets(tmp_path, capsys):
     assert {(r["actors"], r["sampler"], r["overlap_land"]) for r in thr} >= {
         ("2", "grid", "True"), ("2", "grid", "False"), ("2", "random", "True")
     }
+    shares = [float(r["driver_cpu_share"]) for r in thr]  # the driver's CPU / wall time in the window
+    assert all(0.0 < s <= 1.5 for s in shares if np.isfinite(s)) and any(np.isfinite(s) for s in shares)
     assert np.isfinite(float(summary["overhead_ms_fast"])) and "overhead_ms_1ms_objective_fast" in out
     assert (
         int(summary["targets_met"]) + int(summary["targets_not_met"]) + int(summary["targets_not_measured"])
